@@ -35,8 +35,11 @@ class Logger:
     def _write(self, level: str, message: str, fields: dict[str, Any]) -> None:
         now = _dt.datetime.now(_dt.timezone.utc)
         stamp = now.strftime("%Y/%m/%d %H:%M:%S.") + f"{now.microsecond // 1000:03d} +00:00"
-        frame = inspect.stack()[2]
-        where = f"{os.path.basename(frame.filename)}:{frame.lineno}"
+        # _write <- info/warn/... <- the caller: walk two frames up (cheap, unlike inspect.stack()).
+        frame = inspect.currentframe()
+        for _level in range(2):
+            frame = frame.f_back if frame is not None and frame.f_back is not None else frame
+        where = f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}" if frame else "?"
         parts = [f"[{stamp}]", f"[{level}]", f"[{where}]", f"[{json.dumps(message)}]"]
         for key, value in fields.items():
             text = value if isinstance(value, str) else json.dumps(value)

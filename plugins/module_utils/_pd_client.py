@@ -1,0 +1,158 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) tlsops.tikv maintainers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""PD HTTP API client shared by the collection's modules (private to the collection).
+
+PD answers its HTTP API on the client port; with TLS on, that port requires a client certificate
+(RequireAndVerifyClientCert), so every call presents one. The client takes several endpoints and
+uses the first that answers, the way pd-ctl does: any member serves the API (followers forward
+what only the leader can do).
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+
+from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
+from ansible.module_utils.urls import open_url
+
+API = "/pd/api/v1"
+
+
+class PDError(Exception):
+    """A PD call that failed; the message names the endpoint(s) and the cause."""
+
+    def __init__(self, message, status=None):
+        super(PDError, self).__init__(message)
+        self.status = status
+
+
+def endpoint_url(endpoint, tls):
+    """`host:port`, `http://host:port` or `https://host:port` -> a base URL with the scheme TLS needs.
+
+    As in TiKV, the scheme written in an endpoint does not decide TLS; whether we have TLS material
+    does. A cluster half-way through a cutover still publishes http:// URLs for some members.
+    """
+    hostport = endpoint.split("://", 1)[-1].rstrip("/")
+    return ("https://" if tls else "http://") + hostport
+
+
+class PDClient:
+    """Calls PD's HTTP API on the first endpoint that answers."""
+
+    def __init__(self, endpoints, ca_path=None, cert_path=None, key_path=None, timeout=5.0):
+        if not endpoints:
+            raise PDError("no PD endpoint given")
+        self.tls = bool(ca_path)
+        self.endpoints = [endpoint_url(e, self.tls) for e in endpoints]
+        self.ca_path = ca_path
+        self.cert_path = cert_path
+        self.key_path = key_path
+        self.timeout = timeout
+
+    def _open(self, url, method, body):
+        data = None if body is None else json.dumps(body)
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        return open_url(url, method=method, data=data, headers=headers, timeout=self.timeout,
+                        validate_certs=True, ca_path=self.ca_path, client_cert=self.cert_path,
+                        client_key=self.key_path, follow_redirects="safe", use_proxy=False)
+
+    def request(self, method, path, body=None, endpoints=None):
+        """Return the parsed answer (JSON, else text). Connection failures move on to the next
+        endpoint; an HTTP error from PD is final (PD answered, and said no)."""
+        failures = []
+        for base in endpoints or self.endpoints:
+            url = base + path
+            try:
+                resp = self._open(url, method, body)
+                raw = resp.read()
+            except HTTPError as exc:
+                text = exc.read().decode("utf-8", "replace").strip() if hasattr(exc, "read") else ""
+                raise PDError("%s %s: HTTP %s %s" % (method, url, exc.code, text), status=exc.code)
+            except (URLError, OSError, ValueError) as exc:
+                failures.append("%s: %s" % (base, getattr(exc, "reason", exc)))
+                continue
+            text = raw.decode("utf-8", "replace")
+            try:
+                return json.loads(text) if text else None
+            except ValueError:
+                return text
+        raise PDError("%s %s: no PD endpoint answered (%s)" % (method, path, "; ".join(failures)))
+
+    # Read-only calls -------------------------------------------------------------------------------
+
+    def members(self):
+        return self.request("GET", API + "/members")
+
+    def leader(self):
+        return self.request("GET", API + "/leader")
+
+    def health(self):
+        return self.request("GET", API + "/health")
+
+    def stores(self):
+        return self.request("GET", API + "/stores")
+
+    def store(self, store_id):
+        return self.request("GET", API + "/store/%d" % int(store_id))
+
+    def schedulers(self):
+        return self.request("GET", API + "/schedulers")
+
+    def config(self):
+        return self.request("GET", API + "/config")
+
+    def version(self):
+        return self.request("GET", API + "/version")
+
+    def etcd_members(self):
+        """etcd's own member list (the v3 JSON gateway on PD's client port): peer URLs as stored."""
+        return self.request("POST", "/v3/cluster/member/list", body={})
+
+    # Changing calls (used by the orchestration modules) --------------------------------------------
+
+    def transfer_leader(self, name):
+        return self.request("POST", API + "/leader/transfer/" + name)
+
+    def resign_leader(self):
+        return self.request("POST", API + "/leader/resign")
+
+    def add_evict_leader(self, store_id):
+        return self.request("POST", API + "/schedulers",
+                            body={"name": "evict-leader-scheduler", "store_id": int(store_id)})
+
+    def remove_evict_leader(self, store_id):
+        """Remove the store's evict-leader scheduler; False when there was none (PD answers 404)."""
+        try:
+            self.request("DELETE", API + "/schedulers/evict-leader-scheduler-%d" % int(store_id))
+        except PDError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def update_member_peer_urls(self, member_id, peer_urls):
+        """etcd MemberUpdate through the JSON gateway; member ids are decimal in PD's API and are
+        passed as such (the gateway takes the uint64 as a JSON string)."""
+        return self.request("POST", "/v3/cluster/member/update",
+                            body={"ID": str(member_id), "peerURLs": list(peer_urls)})
+
+
+def cluster_problems(members, health, stores):
+    """Human-readable problems with a cluster's PD quorum and stores ([] when healthy).
+    A part that was not read (None) is not judged."""
+    problems = []
+    if members is not None and not members.get("leader"):
+        problems.append("PD has no leader (%d members listed)" % len(members.get("members") or []))
+    for item in health or []:
+        if not item.get("health"):
+            problems.append("PD member %s is not healthy (client URLs %s)"
+                            % (item.get("name"), ", ".join(item.get("client_urls") or [])))
+    for entry in (stores or {}).get("stores") or []:
+        store = entry.get("store") or {}
+        state = store.get("state_name")
+        if state not in ("Up", "Tombstone"):
+            problems.append("store %s at %s is %s" % (store.get("id"), store.get("address"), state))
+    return problems
