@@ -7,7 +7,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 COLLECTIONS := build/collections
-SANITY_ROOT := build/sanity/ansible_collections/tlsops/tikv
+# SANITY_BUILD can be overridden so that two sanity runs in one checkout do not share a copy.
+SANITY_BUILD ?= build/sanity
+SANITY_ROOT := $(SANITY_BUILD)/ansible_collections/tlsops/tikv
 LAB := lab/bin/tikv-lab
 DEMO_ROOT ?= .lab/demo
 # The set-up is redone when the pinned package lists change.
@@ -62,7 +64,7 @@ $(SANITY_VENV)/.ready: requirements/dev.lock tools/ansible-test-get-pip.py
 	touch $@
 
 sanity: setup $(SANITY_VENV)/.ready
-	rm -rf build/sanity && mkdir -p $(SANITY_ROOT)
+	rm -rf $(SANITY_BUILD) && mkdir -p $(SANITY_ROOT)
 	git ls-files -z --cached --others --exclude-standard | xargs -0 -I{} cp --parents {} $(SANITY_ROOT)/ 2>/dev/null || true
 	cd $(SANITY_ROOT) && git init -q && git add -A && \
 	  $(CURDIR)/$(SANITY_VENV)/bin/ansible-test sanity --local --requirements --python 3.11 --color no

@@ -607,9 +607,15 @@ def probe_client_cert_required(target):
             if hs.answer == "answered":
                 return False, "the server accepted a client without a certificate (%s; %s)" % (
                     hs.protocol, hs.answer_detail), hs
+            how = "reset" if hs.answer == "reset" else "closed"
+            if hs.answer in ("closed", "reset") and hs.cert_requested:
+                # A TLS 1.3 server that asked for a certificate and hangs up on a client without one
+                # (some send no alert) has refused it.
+                return True, "the server %s the connection right after the handshake without answering" % how, hs
             if hs.answer in ("closed", "reset"):
-                return True, "the server %s the connection right after the handshake without answering" % (
-                    "reset" if hs.answer == "reset" else "closed"), hs
+                # It never asked for a certificate, so hanging up is not a certificate check.
+                return False, ("the server never asked for a client certificate (it %s the connection after "
+                               "a %s handshake without one)" % (how, hs.protocol)), hs
             return False, ("the server did not reject a client without a certificate (%s; %s)"
                            % (hs.protocol, hs.answer_detail)), hs
         return False, "the server completed a %s handshake with a client presenting no certificate" % (

@@ -346,12 +346,22 @@ def test_tls13_server_silent_after_handshake(pki):
     assert "no answer and no rejection within 0.5s" in result["failures"][0]
 
 
-def test_tls13_server_closing_after_handshake_counts_as_refusing(pki):
+def test_tls13_server_closing_after_asking_for_a_certificate_counts_as_refusing(pki):
     # Some servers drop a certificate-less TLS 1.3 client without an alert: closed = not accepted.
-    with TLSServer(pki.server_cert, pki.server_key, versions=TLS13, mode="close") as srv:
+    with TLSServer(pki.server_cert, pki.server_key, ca=pki.ca_path, client_auth="optional", versions=TLS13,
+                   mode="close") as srv:
         required, detail, hs = probe.probe_client_cert_required(target(pki, srv.port))
     assert required is True
     assert detail == "the server closed the connection right after the handshake without answering"
+
+
+def test_tls13_server_closing_without_asking_for_a_certificate_does_not_require_one(pki):
+    # Hanging up is only a certificate check when the server asked for a certificate at all.
+    with TLSServer(pki.server_cert, pki.server_key, versions=TLS13, mode="close") as srv:
+        result, dummy_notes = probe.run_checks(target(pki, srv.port), require_client_cert=True)
+    assert result["client_cert_required"] is False
+    assert checks(result["failures"]) == ["require_client_cert"]
+    assert "never asked for a client certificate" in result["failures"][0]
 
 
 def _has_ipv6_loopback():
