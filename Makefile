@@ -18,7 +18,7 @@ SETUP_STAMP := $(VENV)/.setup-$(shell cat requirements/dev.lock requirements/deb
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/$(COLLECTIONS)
 export PATH := $(CURDIR)/$(BIN):$(CURDIR)/lab/bin:$(PATH)
 
-.PHONY: setup test demo demo-down unit lab interop integration pytest sanity lint changelog-lint lock clean
+.PHONY: setup test bench demo demo-down unit lab interop integration pytest sanity lint changelog-lint lock clean
 
 setup: $(SETUP_STAMP) $(COLLECTIONS)/ansible_collections/tlsops/tikv
 
@@ -75,6 +75,10 @@ changelog-lint: setup
 ## make demo: a plaintext lab cluster, then enable_tls and verify on it, and the verification table.
 demo: setup
 	tools/demo $(DEMO_ROOT)
+
+## make bench: the benchmarks in bench/ (not part of make test); each prints its figures and writes JSON.
+bench: setup
+	$(BIN)/python bench/pki_issue.py
 
 demo-down:
 	$(LAB) --root $(DEMO_ROOT) down

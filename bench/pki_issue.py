@@ -31,16 +31,12 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tools"))
+
+from collection_link import link_collection  # noqa: E402  pylint: disable=wrong-import-position
+
+COLLECTIONS = link_collection()
 REPO = os.path.dirname(HERE)
-COLLECTIONS = os.path.join(REPO, "build", "collections")
-LINK = os.path.join(COLLECTIONS, "ansible_collections", "tlsops", "tikv")
-if not os.path.islink(LINK):
-    os.makedirs(os.path.dirname(LINK), exist_ok=True)
-    try:
-        os.symlink(REPO, LINK)
-    except FileExistsError:
-        pass
-sys.path.insert(0, COLLECTIONS)
 
 import cryptography  # noqa: E402
 
