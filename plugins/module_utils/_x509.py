@@ -100,6 +100,33 @@ def fmt_time(value):
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_time(value, label="time"):
+    """An ISO 8601 time (`2026-05-01T10:00:00Z`, `2026-05-01 10:00:00+02:00`, `2026-05-01`) as an aware
+    UTC datetime; a time without a zone is UTC. None or empty: None."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, datetime.datetime):
+        parsed = value
+    else:
+        text = str(value).strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            parsed = datetime.datetime.fromisoformat(text)
+        except ValueError:
+            raise X509Error("%s %r is not an ISO 8601 time (for example 2026-05-01T10:00:00Z)" % (label, value))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def issued_at(cert):
+    """When a certificate was issued, as far as it tells: its notBefore plus the backdating this module
+    applies (BACKDATE). Exact for certificates signed here; a foreign certificate that starts exactly at its
+    issuing time looks BACKDATE younger than it is."""
+    return not_before(cert) + BACKDATE
+
+
 def days_left(cert, now=None):
     now = now or utcnow()
     return int((not_after(cert) - now).total_seconds() // 86400)
@@ -593,11 +620,13 @@ class Decision(object):
 
 
 def decide(current, ca, cn, sans=(), public_key=None, usage="server_client", validity_days=DEFAULT_LEAF_DAYS,
-           renew_before_days=DEFAULT_RENEW_BEFORE_DAYS, now=None):
+           renew_before_days=DEFAULT_RENEW_BEFORE_DAYS, now=None, reissue_before=None):
     """Re-use or re-issue? Re-issue when the certificate is missing or unreadable, not signed by the
     current CA, made for another key (or key type), its CN/SANs/EKU differ from what is wanted, it
-    is not yet valid, or it expires within renew_before_days (unless a new one could not last
-    longer because the CA itself expires first: then keep it and warn)."""
+    is not yet valid, it expires within renew_before_days (unless a new one could not last
+    longer because the CA itself expires first: then keep it and warn), or it was issued before
+    `reissue_before` (an aware datetime; a rotation's selection: the certificates it replaces are
+    exactly those older than its start, so a re-run after an interruption re-issues only the rest)."""
     now = now or utcnow()
     if current is None or (isinstance(current, (str, bytes)) and not _b(current).strip()):
         return Decision("issue", ["no certificate yet"])
@@ -639,6 +668,9 @@ def decide(current, ca, cn, sans=(), public_key=None, usage="server_client", val
         reasons.append("EKU is %s, want %s" % ("/".join(have_eku) if have_eku else "absent", "/".join(want_eku)))
     if now < not_before(leaf):
         reasons.append("not valid before %s" % fmt_time(not_before(leaf)))
+    # Certificate times have whole seconds: one issued in the same second as reissue_before is new.
+    if reissue_before is not None and issued_at(leaf) < reissue_before.replace(microsecond=0):
+        reasons.append("issued %s, before reissue_before=%s" % (fmt_time(issued_at(leaf)), fmt_time(reissue_before)))
     remaining = not_after(leaf) - now
     if remaining < datetime.timedelta(days=renew_before_days):
         possible = min(now + datetime.timedelta(days=validity_days), not_after(ca.cert))
@@ -664,12 +696,25 @@ def check_sign_params(validity_days, renew_before_days):
                         "re-issues every certificate" % (renew_before_days, validity_days))
 
 
+def check_reissue_before(value, now=None):
+    """`value` parsed (see parse_time); refused when it lies in the future: every certificate issued
+    until then would be re-issued again on every run."""
+    now = now or utcnow()
+    when = parse_time(value, "reissue_before")
+    if when is not None and when > now:
+        raise X509Error("reissue_before %s is in the future (now %s); a rotation selects the certificates "
+                        "issued before it started, so give a past time (for example the rotation's start)"
+                        % (fmt_time(when), fmt_time(now)))
+    return when
+
+
 def sign_requests(ca, requests, validity_days=DEFAULT_LEAF_DAYS, renew_before_days=DEFAULT_RENEW_BEFORE_DAYS,
                   check_mode=False, now=None):
     """Decide and (unless check_mode) issue for many requests in one call.
 
     Each request: name (unique), cn, sans (list), usage (server_client|client), csr (PEM or None),
-    current_cert (PEM or None). The CSR only contributes its public key (its signature is verified);
+    current_cert (PEM or None), reissue_before (ISO 8601 time or None: re-issue if issued earlier).
+    The CSR only contributes its public key (its signature is verified);
     CN and SANs come from the request. Raises X509Error listing every refused request by name.
     Returns {name: {changed, reason, cert, chain, not_after, serial, warnings}}; in check mode a
     certificate that would be issued is returned as None.
@@ -694,6 +739,7 @@ def sign_requests(ca, requests, validity_days=DEFAULT_LEAF_DAYS, renew_before_da
                 raise X509Error("'cn' is required")
             wanted_eku(usage)
             normalize_sans(sans)
+            reissue_before = check_reissue_before(req.get("reissue_before"), now)
             if usage == "server_client" and not sans:
                 raise X509Error("'sans' is empty; a server certificate needs every address it is dialled at")
             public_key = None
@@ -708,17 +754,18 @@ def sign_requests(ca, requests, validity_days=DEFAULT_LEAF_DAYS, renew_before_da
         except X509Error as exc:
             errors.append("%s: %s" % (name, exc))
             continue
-        prepared.append((name, cn, sans, usage, public_key, req.get("current_cert")))
+        prepared.append((name, cn, sans, usage, public_key, req.get("current_cert"), reissue_before))
     if errors:
         raise X509Error("%d request(s) refused: %s" % (len(errors), "; ".join(errors)))
 
     results = {}
     chain_pem = ca.chain_pem()
-    for name, cn, sans, usage, public_key, current in prepared:
+    for name, cn, sans, usage, public_key, current, reissue_before in prepared:
         if public_key is None:  # check mode, key not created yet
             decision = Decision("issue", ["no host key yet (check mode)"])
         else:
-            decision = decide(current, ca, cn, sans, public_key, usage, validity_days, renew_before_days, now)
+            decision = decide(current, ca, cn, sans, public_key, usage, validity_days, renew_before_days, now,
+                              reissue_before)
         entry = {"changed": decision.reissue, "reason": decision.reason, "warnings": decision.warnings}
         if not decision.reissue:
             leaf = decision.current

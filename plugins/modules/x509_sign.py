@@ -16,9 +16,10 @@ description:
     the CA at O(ca_path)/O(ca_key_path). One call signs a whole cluster.
   - "A certificate is re-issued when: there is none or it cannot be read; it is not signed by the
     current CA; it is for another key than the CSR's (the host key changed, or its type did); its CN,
-    SANs or extended key usages differ from the request; it is not yet valid; or it expires within
+    SANs or extended key usages differ from the request; it is not yet valid; it expires within
     O(renew_before_days) (unless the CA expires first, so a new one would not last longer: then it
-    is kept and a warning says to rotate the CA). Otherwise it is returned unchanged."
+    is kept and a warning says to rotate the CA); or it was issued before O(requests[].reissue_before).
+    Otherwise it is returned unchanged."
   - The CSR contributes only its public key, after its signature is verified; the CN and SANs come
     from the request, never from the CSR. Keys weaker than RSA 2048 or of unsupported types are refused.
   - "Issued leaves: random serial, basicConstraints CA:FALSE (critical), keyUsage digitalSignature
@@ -94,6 +95,15 @@ options:
         type: str
       current_cert:
         description: The certificate (or chain, leaf first) the instance has now, PEM; null or empty if none.
+        type: str
+      reissue_before:
+        description:
+          - "Re-issue the current certificate if it was issued before this time (ISO 8601, for example
+            C(2026-05-01T10:00:00Z); UTC when it has no zone). How a rotation selects what it replaces:
+            it passes its own start time, so a second run (or a re-run after an interruption) re-issues
+            only the certificates still older than that, and nothing once all are new."
+          - The issuing time is the certificate's notBefore plus the 5 minutes every certificate signed
+            here is backdated by. Must not be in the future. Empty or null means no such rule.
         type: str
 """
 
@@ -204,6 +214,7 @@ def main():
                 usage=dict(type="str", default="server_client", choices=list(x.USAGES)),
                 csr=dict(type="str"),
                 current_cert=dict(type="str"),
+                reissue_before=dict(type="str"),
             )),
         ),
         supports_check_mode=True,

@@ -461,6 +461,58 @@ def test_drift_does_not_loop_when_ca_expires_first(host_key):
     assert d.warnings and "rotate the CA" in d.warnings[0]
 
 
+@pytest.mark.parametrize("text,expected", [
+    ("2026-05-01T10:00:00Z", dt.datetime(2026, 5, 1, 10, 0, tzinfo=UTC)),
+    ("2026-05-01T12:00:00+02:00", dt.datetime(2026, 5, 1, 10, 0, tzinfo=UTC)),
+    ("2026-05-01 10:00:00", dt.datetime(2026, 5, 1, 10, 0, tzinfo=UTC)),  # no zone: UTC
+    ("2026-05-01", dt.datetime(2026, 5, 1, tzinfo=UTC)),
+])
+def test_parse_time(text, expected):
+    assert x.parse_time(text) == expected
+
+
+def test_parse_time_empty_and_garbage():
+    assert x.parse_time(None) is None and x.parse_time("  ") is None
+    with pytest.raises(x.X509Error, match="'yesterday' is not an ISO 8601 time"):
+        x.parse_time("yesterday", "reissue_before")
+
+
+def test_reissue_before_in_the_future_is_refused():
+    with pytest.raises(x.X509Error, match="is in the future"):
+        x.check_reissue_before(x.fmt_time(NOW + dt.timedelta(hours=1)), NOW)
+    assert x.check_reissue_before("", NOW) is None
+
+
+def test_drift_reissue_before(host_key):
+    ca = _ca(now=NOW - dt.timedelta(days=30))  # leaves never start before their CA
+    old = x.cert_to_pem(_issue(ca, host_key, now=NOW - dt.timedelta(days=10)))
+    d = _decide(ca, old, host_key, reissue_before=NOW - dt.timedelta(days=1))
+    assert d.reissue and d.reason.startswith("issued ") and "before reissue_before=" in d.reason
+    # Issued after the selection time: kept.
+    assert _decide(ca, old, host_key, reissue_before=NOW - dt.timedelta(days=20)).action == "reuse"
+    # A certificate issued right at (or just after) the selection time is kept despite its backdated notBefore:
+    # a rotation's re-run does not re-issue what the rotation already issued.
+    fresh = x.cert_to_pem(_issue(ca, host_key, now=NOW))
+    assert _decide(ca, fresh, host_key, reissue_before=NOW).action == "reuse"
+
+
+def test_sign_requests_reissue_before_selects_and_converges():
+    ca = _ca(now=NOW - dt.timedelta(days=30))
+    keys = [x.generate_key() for _index in range(2)]
+    reqs = [{"name": "h%d" % i, "cn": "tikv", "sans": ["10.0.0.%d" % i], "csr": _csr(k)} for i, k in enumerate(keys)]
+    first = x.sign_requests(ca, reqs, now=NOW - dt.timedelta(days=3))
+    reqs[0]["current_cert"] = first["h0"]["chain"]
+    reqs[1]["current_cert"] = x.cert_to_pem(_issue(ca, keys[1], "tikv", ["10.0.0.1"], now=NOW))  # already new
+    start = NOW - dt.timedelta(minutes=1)
+    rotated = x.sign_requests(ca, [dict(r, reissue_before=x.fmt_time(start)) for r in reqs], now=NOW)
+    assert [n for n, r in sorted(rotated.items()) if r["changed"]] == ["h0"]
+    reqs[0]["current_cert"] = rotated["h0"]["chain"]
+    again = x.sign_requests(ca, [dict(r, reissue_before=x.fmt_time(start)) for r in reqs], now=NOW)
+    assert not any(r["changed"] for r in again.values())
+    with pytest.raises(x.X509Error, match=r"h0: reissue_before .* is in the future"):
+        x.sign_requests(ca, [dict(reqs[0], reissue_before=x.fmt_time(NOW + dt.timedelta(days=1)))], now=NOW)
+
+
 def test_sign_requests_idempotent_and_selective(ca):
     keys = [x.generate_key() for _index in range(3)]
     reqs = [{"name": "h%d" % i, "cn": "tikv", "sans": ["10.0.0.%d" % i, "127.0.0.1", "localhost"],

@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 from ansible.module_utils import basic
@@ -346,6 +347,25 @@ def test_sign_drift_reissues_only_what_changed(tmp_path, ca_files):
     # renewal window larger than the remaining validity: everything is renewed
     res = run(x509_sign, dict(ca_files, requests=reqs, validity_days=800, renew_before_days=400))
     assert len(res["issued"]) == 3 and "renew_before_days=400" in res["certificates"]["tikv-0"]["reason"]
+
+
+def test_sign_reissue_before_selects_older_certificates(tmp_path, ca_files):
+    reqs = _requests(tmp_path, 2)
+    first = run(x509_sign, dict(ca_files, requests=reqs))
+    for req in reqs:
+        req["current_cert"] = first["certificates"][req["name"]]["chain"]
+    # Only tikv-0 is selected (per request); the selection time is after its issue.
+    time.sleep(1.1)  # certificate times have a resolution of one second
+    reqs[0]["reissue_before"] = x.fmt_time(x.utcnow())
+    for check in (True, False):
+        res = run(x509_sign, dict(ca_files, requests=reqs), check=check)
+        assert res["issued"] == ["tikv-0"] and res["reused"] == ["tikv-1"]
+        assert "before reissue_before=" in res["certificates"]["tikv-0"]["reason"]
+    reqs[0]["current_cert"] = res["certificates"]["tikv-0"]["chain"]
+    again = run(x509_sign, dict(ca_files, requests=reqs))
+    assert not again["changed"], again["certificates"]["tikv-0"]["reason"]
+    reqs[0]["reissue_before"] = "2999-01-01T00:00:00Z"
+    assert "tikv-0: reissue_before 2999-01-01T00:00:00Z is in the future" in fails(x509_sign, dict(ca_files, requests=reqs))
 
 
 def test_sign_check_mode_before_keys_and_ca_exist(tmp_path):
