@@ -13,12 +13,38 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import copy
 import json
+import time
 
 from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
 from ansible.module_utils.urls import open_url
 
 API = "/pd/api/v1"
+
+# The options every module that talks to PD takes (documented once in the tlsops.tikv.pd_client doc
+# fragment); modules build their spec with pd_argument_spec() so the names and types never drift.
+PD_ARGUMENT_SPEC = dict(
+    endpoints=dict(type="list", elements="str", required=True),
+    ca_path=dict(type="path"),
+    client_cert_path=dict(type="path"),
+    client_key_path=dict(type="path", no_log=False),
+    timeout=dict(type="float", default=5.0),
+)
+PD_REQUIRED_TOGETHER = [("client_cert_path", "client_key_path")]
+
+
+def pd_argument_spec(**extra):
+    """The shared PD connection options plus a module's own (a fresh copy each time)."""
+    spec = copy.deepcopy(PD_ARGUMENT_SPEC)
+    spec.update(extra)
+    return spec
+
+
+def client_from_params(params):
+    """A PDClient from the shared options of a module's params."""
+    return PDClient(params["endpoints"], params.get("ca_path"), params.get("client_cert_path"),
+                    params.get("client_key_path"), params.get("timeout") or 5.0)
 
 
 class PDError(Exception):
@@ -138,6 +164,52 @@ class PDClient:
         passed as such (the gateway takes the uint64 as a JSON string)."""
         return self.request("POST", "/v3/cluster/member/update",
                             body={"ID": str(member_id), "peerURLs": list(peer_urls)})
+
+
+def poll(check, timeout, interval=1.0, clock=time.monotonic, sleep=time.sleep):
+    """Call check() until it returns a true value or `timeout` seconds have passed.
+
+    A PDError from check() counts as "not yet" (a member restarting or electing answers 503 or not at
+    all); the last one is kept so a timeout can say why. Returns (value, waited seconds, last error):
+    value is the first true answer, or the last answer (falsy) when time ran out.
+    """
+    began = clock()
+    value, error = None, None
+    while True:
+        try:
+            value, error = check(), None
+        except PDError as exc:
+            value, error = None, exc
+        waited = clock() - began
+        if value or waited >= timeout:
+            return value, waited, error
+        sleep(max(0.0, min(interval, timeout - waited)))
+
+
+def member_named(members, name):
+    """The member called `name` in a GET /members answer, or None."""
+    for member in (members or {}).get("members") or []:
+        if member.get("name") == name:
+            return member
+    return None
+
+
+def store_matching(stores, store_id=None, address=None):
+    """The entry of GET /stores for a store id or address (`host:port`; a scheme is ignored), or None.
+
+    By address, a live store wins over a Tombstone one: a store rebuilt at the same address gets a new id
+    and the old one stays listed as Tombstone.
+    """
+    wanted = address.split("://", 1)[-1].rstrip("/") if address else None
+    found = []
+    for entry in (stores or {}).get("stores") or []:
+        store = entry.get("store") or {}
+        if store_id is not None and int(store.get("id", -1)) == int(store_id):
+            return entry
+        if wanted is not None and store.get("address") == wanted:
+            found.append(entry)
+    found.sort(key=lambda e: (e.get("store") or {}).get("state_name") == "Tombstone")
+    return found[0] if found else None
 
 
 def cluster_problems(members, health, stores):
