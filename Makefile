@@ -18,7 +18,7 @@ SETUP_STAMP := $(VENV)/.setup-$(shell cat requirements/dev.lock requirements/deb
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/$(COLLECTIONS)
 export PATH := $(CURDIR)/$(BIN):$(CURDIR)/lab/bin:$(PATH)
 
-.PHONY: setup test bench demo demo-down unit lab interop integration pytest sanity lint changelog-lint lock clean
+.PHONY: setup test bench demo demo-down unit lab interop integration pytest sanity lint changelog-lint lock clean reference
 
 setup: $(SETUP_STAMP) $(COLLECTIONS)/ansible_collections/tlsops/tikv
 
@@ -71,6 +71,11 @@ sanity: setup $(SANITY_VENV)/.ready
 
 changelog-lint: setup
 	$(BIN)/antsibull-changelog lint
+
+# docs/reference/ is generated from the roles' argument specs and the plugins' documentation;
+# tests/unit/test_reference_docs.py fails when the committed pages are out of date.
+reference: setup
+	$(BIN)/python tools/gen-reference
 
 ## make demo: a plaintext lab cluster, then enable_tls and verify on it, and the verification table.
 demo: setup
