@@ -9,7 +9,9 @@ __metaclass__ = type
 
 
 class ModuleDocFragment(object):
-    """How a module reaches PD's HTTP API (the options of module_utils._pd_client.PD_ARGUMENT_SPEC)."""
+    """How a module reaches PD's HTTP API: DOCUMENTATION, the endpoints (with TLS, list both fragments:
+    tlsops.tikv.pd_client and tlsops.tikv.pd_client.tls); TLS, the client TLS options of a module that
+    talks to one PD or TiKV HTTP endpoint (module_utils._pd_client.TLS_ARGUMENT_SPEC)."""
 
     DOCUMENTATION = r"""
 options:
@@ -22,17 +24,21 @@ options:
     type: list
     elements: str
     required: true
+"""
+
+    TLS = r"""
+options:
   ca_path:
-    description: CA bundle that signed PD's certificate. Set it to talk TLS; leave it out for a plaintext cluster.
+    description: CA bundle that signed the server's certificate. Set it to talk TLS; leave it out for a plaintext cluster.
     type: path
   client_cert_path:
-    description: Client certificate to present (PD requires one on its client port with TLS).
+    description: Client certificate to present (PD requires one on its client port with TLS; so does TiKV's status port with cert-allowed-cn).
     type: path
   client_key_path:
     description: Private key of O(client_cert_path). A path, not key material.
     type: path
   timeout:
-    description: Seconds to wait for each API call.
+    description: Seconds to wait for each call.
     type: float
     default: 5
 """

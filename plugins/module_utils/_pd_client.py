@@ -24,19 +24,28 @@ API = "/pd/api/v1"
 
 # The options every module that talks to PD takes (documented once in the tlsops.tikv.pd_client doc
 # fragment); modules build their spec with pd_argument_spec() so the names and types never drift.
-PD_ARGUMENT_SPEC = dict(
-    endpoints=dict(type="list", elements="str", required=True),
+# Client TLS options of every module that talks HTTP to PD or TiKV (doc fragment tlsops.tikv.pd_client.tls).
+TLS_ARGUMENT_SPEC = dict(
     ca_path=dict(type="path"),
     client_cert_path=dict(type="path"),
     client_key_path=dict(type="path", no_log=False),
     timeout=dict(type="float", default=5.0),
 )
+# ... plus the PD endpoints (doc fragments tlsops.tikv.pd_client and tlsops.tikv.pd_client.tls).
+PD_ARGUMENT_SPEC = dict(TLS_ARGUMENT_SPEC, endpoints=dict(type="list", elements="str", required=True))
 PD_REQUIRED_TOGETHER = [("client_cert_path", "client_key_path")]
 
 
 def pd_argument_spec(**extra):
     """The shared PD connection options plus a module's own (a fresh copy each time)."""
     spec = copy.deepcopy(PD_ARGUMENT_SPEC)
+    spec.update(extra)
+    return spec
+
+
+def tls_argument_spec(**extra):
+    """The shared client TLS options plus a module's own (a fresh copy each time)."""
+    spec = copy.deepcopy(TLS_ARGUMENT_SPEC)
     spec.update(extra)
     return spec
 

@@ -21,27 +21,10 @@ description:
     O(fail_on_problems=true).
 author:
   - tlsops.tikv maintainers (@tlsops)
+extends_documentation_fragment:
+  - tlsops.tikv.pd_client
+  - tlsops.tikv.pd_client.tls
 options:
-  endpoints:
-    description:
-      - PD client endpoints, V(host:port) or a URL. The scheme is ignored; TLS is used when
-        O(ca_path) is set (as TiKV does).
-    type: list
-    elements: str
-    required: true
-  ca_path:
-    description: CA bundle that signed PD's certificate. Set it to talk TLS.
-    type: path
-  client_cert_path:
-    description: Client certificate to present (PD requires one with TLS).
-    type: path
-  client_key_path:
-    description: Private key of O(client_cert_path). A path, not key material.
-    type: path
-  timeout:
-    description: Seconds to wait for each call.
-    type: float
-    default: 5
   gather:
     description: What to read.
     type: list
@@ -133,9 +116,11 @@ problems:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.tlsops.tikv.plugins.module_utils._pd_client import (
+    PD_REQUIRED_TOGETHER,
     PDClient,
     PDError,
     cluster_problems,
+    pd_argument_spec,
 )
 
 
@@ -160,17 +145,12 @@ def gather(client, wanted):
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            endpoints=dict(type="list", elements="str", required=True),
-            ca_path=dict(type="path"),
-            client_cert_path=dict(type="path"),
-            client_key_path=dict(type="path", no_log=False),
-            timeout=dict(type="float", default=5.0),
+        argument_spec=pd_argument_spec(
             gather=dict(type="list", elements="str", default=["members", "health", "stores"],
                         choices=["members", "health", "stores", "config", "schedulers", "etcd_members"]),
             fail_on_problems=dict(type="bool", default=False),
         ),
-        required_together=[("client_cert_path", "client_key_path")],
+        required_together=PD_REQUIRED_TOGETHER,
         supports_check_mode=True,
     )
     params = module.params

@@ -25,6 +25,7 @@ author:
   - tlsops.tikv maintainers (@tlsops)
 extends_documentation_fragment:
   - tlsops.tikv.pd_client
+  - tlsops.tikv.pd_client.tls
 options:
   name:
     description: PD member name (C(pd_name), for example V(pd-10.0.1.1-2379)).

@@ -25,6 +25,7 @@ author:
   - tlsops.tikv maintainers (@tlsops)
 extends_documentation_fragment:
   - tlsops.tikv.pd_client
+  - tlsops.tikv.pd_client.tls
 options:
   name:
     description: PD member name (C(pd_name)). A member that has never started has no name yet; use O(member_id) for it.

@@ -42,6 +42,8 @@ attributes:
     description: Target OS/families that can be operated against.
     support: full
     platforms: posix
+extends_documentation_fragment:
+  - tlsops.tikv.pd_client.tls
 options:
   endpoint:
     description:
@@ -50,19 +52,6 @@ options:
       - Exactly one member; the module does not move on to another one.
     type: str
     required: true
-  ca_path:
-    description: CA bundle that signed PD's certificate. Set it to talk TLS.
-    type: path
-  client_cert_path:
-    description: Client certificate to present (PD requires one with TLS).
-    type: path
-  client_key_path:
-    description: Private key of O(client_cert_path). A path, not key material.
-    type: path
-  timeout:
-    description: Seconds to wait for each call.
-    type: float
-    default: 5
   interval:
     description:
       - Seconds between the two readings of C(/metrics). V(0) takes one reading (then only the gauge
@@ -203,7 +192,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.tlsops.tikv.plugins.module_utils._etcd_metrics import Reading, member_hex, peer_links
-from ansible_collections.tlsops.tikv.plugins.module_utils._pd_client import PDClient, PDError
+from ansible_collections.tlsops.tikv.plugins.module_utils._pd_client import PD_REQUIRED_TOGETHER, PDClient, PDError, tls_argument_spec
 
 
 def read_links(client, interval, sleep=time.sleep):
@@ -265,16 +254,12 @@ def _text(answer):
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
+        argument_spec=tls_argument_spec(
             endpoint=dict(type="str", required=True),
-            ca_path=dict(type="path"),
-            client_cert_path=dict(type="path"),
-            client_key_path=dict(type="path", no_log=False),
-            timeout=dict(type="float", default=5.0),
             interval=dict(type="float", default=2.0),
             fail_on_problems=dict(type="bool", default=False),
         ),
-        required_together=[("client_cert_path", "client_key_path")],
+        required_together=PD_REQUIRED_TOGETHER,
         supports_check_mode=True,
     )
     params = module.params

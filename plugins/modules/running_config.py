@@ -37,6 +37,8 @@ attributes:
     description: Target OS/families that can be operated against.
     support: full
     platforms: posix
+extends_documentation_fragment:
+  - tlsops.tikv.pd_client.tls
 options:
   component:
     description: What runs at O(endpoint).
@@ -49,19 +51,6 @@ options:
         used when O(ca_path) is set).
     type: str
     required: true
-  ca_path:
-    description: CA bundle that signed the instance's certificate. Set it to talk TLS.
-    type: path
-  client_cert_path:
-    description: Client certificate to present.
-    type: path
-  client_key_path:
-    description: Private key of O(client_cert_path). A path, not key material.
-    type: path
-  timeout:
-    description: Seconds to wait for the answer.
-    type: float
-    default: 5
   fail_on_problems:
     description: Fail when RV(problems) is not empty (the instance did not answer, or its TLS settings are partial).
     type: bool
@@ -144,7 +133,7 @@ problems:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.tlsops.tikv.plugins.module_utils._pd_client import PDClient, PDError
+from ansible_collections.tlsops.tikv.plugins.module_utils._pd_client import PD_REQUIRED_TOGETHER, PDClient, PDError, tls_argument_spec
 
 CONFIG_PATHS = {"pd": "/pd/api/v1/config", "tikv": "/config"}
 CA_KEYS = {"pd": "cacert-path", "tikv": "ca-path"}
@@ -175,16 +164,12 @@ def urls_of(config):
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
+        argument_spec=tls_argument_spec(
             component=dict(type="str", required=True, choices=["pd", "tikv"]),
             endpoint=dict(type="str", required=True),
-            ca_path=dict(type="path"),
-            client_cert_path=dict(type="path"),
-            client_key_path=dict(type="path", no_log=False),
-            timeout=dict(type="float", default=5.0),
             fail_on_problems=dict(type="bool", default=False),
         ),
-        required_together=[("client_cert_path", "client_key_path")],
+        required_together=PD_REQUIRED_TOGETHER,
         supports_check_mode=True,
     )
     params = module.params

@@ -28,6 +28,7 @@ author:
   - tlsops.tikv maintainers (@tlsops)
 extends_documentation_fragment:
   - tlsops.tikv.pd_client
+  - tlsops.tikv.pd_client.tls
 options:
   store_id:
     description: PD's id of the store.

@@ -89,7 +89,7 @@ def test_no_leader_fails_instead_of_guessing(pd, capsys):  # noqa: F811
 
 def test_documentation_declares_the_shared_pd_options_and_every_return():
     doc = yaml.safe_load(pd_leader.DOCUMENTATION)
-    assert doc["extends_documentation_fragment"] == ["tlsops.tikv.pd_client"]
+    assert doc["extends_documentation_fragment"] == ["tlsops.tikv.pd_client", "tlsops.tikv.pd_client.tls"]
     assert doc["attributes"]["check_mode"]["support"] == "full"
     assert set(yaml.safe_load(pd_leader.RETURN)) == {"leader", "previous_leader", "transferred_to", "waited", "msg"}
 
