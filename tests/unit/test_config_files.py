@@ -19,49 +19,20 @@ import sys
 import pytest
 from ansible.errors import AnsibleFilterError
 from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.tlsops.tikv.plugins.filter.url_scheme import FilterModule, url_scheme
 from ansible_collections.tlsops.tikv.plugins.module_utils import _backup_set as bs
 from ansible_collections.tlsops.tikv.plugins.modules import config_files
 
+import module_runner
+from module_runner import ModuleFailed as Fail
+
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 
 
-class Exit(Exception):
-    def __init__(self, result):
-        super().__init__(result)
-        self.result = result
-
-
-class Fail(Exception):
-    def __init__(self, result):
-        super().__init__(result.get("msg"))
-        self.result = result
-
-
-def _exit(self, **kwargs):
-    kwargs.setdefault("changed", False)
-    raise Exit(kwargs)
-
-
-def _fail(self, msg, **kwargs):
-    kwargs["msg"] = msg
-    raise Fail(kwargs)
-
-
 def run(args, check=False, diff=True):
-    args = dict(args, _ansible_check_mode=check, _ansible_diff=diff)
-    with patch_module_args(args):
-        orig_exit, orig_fail = basic.AnsibleModule.exit_json, basic.AnsibleModule.fail_json
-        basic.AnsibleModule.exit_json, basic.AnsibleModule.fail_json = _exit, _fail
-        try:
-            config_files.main()
-        except Exit as done:
-            return done.result
-        finally:
-            basic.AnsibleModule.exit_json, basic.AnsibleModule.fail_json = orig_exit, orig_fail
-    raise AssertionError("module returned without exit_json/fail_json")
+    """Run config_files in-process; return its result dict, or raise Fail with the failure."""
+    return module_runner.run(config_files, args, check, diff)
 
 
 def fails(args, check=False):
@@ -355,17 +326,7 @@ def test_url_scheme_refuses_other_schemes_and_types():
 def run_access(args):
     from ansible_collections.tlsops.tikv.plugins.modules import file_access_info
 
-    args = dict(args, _ansible_check_mode=False, _ansible_diff=False)
-    with patch_module_args(args):
-        orig_exit, orig_fail = basic.AnsibleModule.exit_json, basic.AnsibleModule.fail_json
-        basic.AnsibleModule.exit_json, basic.AnsibleModule.fail_json = _exit, _fail
-        try:
-            file_access_info.main()
-        except Exit as done:
-            return done.result
-        finally:
-            basic.AnsibleModule.exit_json, basic.AnsibleModule.fail_json = orig_exit, orig_fail
-    raise AssertionError("module returned without exit_json/fail_json")
+    return module_runner.run(file_access_info, args, diff=False)
 
 
 @pytest.fixture

@@ -15,51 +15,20 @@ import textwrap
 import time
 
 import pytest
-from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.tlsops.tikv.plugins.module_utils import _x509 as x
 from ansible_collections.tlsops.tikv.plugins.modules import x509_ca, x509_info, x509_key, x509_sign
+
+import module_runner
+from module_runner import ModuleFailed as Fail
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SANS = ["10.0.1.5", "127.0.0.1", "localhost"]
 
 
-class Exit(Exception):
-    def __init__(self, result):
-        super().__init__(result)
-        self.result = result
-
-
-class Fail(Exception):
-    def __init__(self, result):
-        super().__init__(result.get("msg"))
-        self.result = result
-
-
-def _exit(self, **kwargs):
-    kwargs.setdefault("changed", False)
-    raise Exit(kwargs)
-
-
-def _fail(self, msg, **kwargs):
-    kwargs["msg"] = msg
-    raise Fail(kwargs)
-
-
 def run(module, args, check=False, diff=True):
     """Run module.main() with args; return its result dict, or raise Fail with the failure."""
-    args = dict(args, _ansible_check_mode=check, _ansible_diff=diff)
-    with patch_module_args(args):
-        orig_exit, orig_fail = basic.AnsibleModule.exit_json, basic.AnsibleModule.fail_json
-        basic.AnsibleModule.exit_json, basic.AnsibleModule.fail_json = _exit, _fail
-        try:
-            module.main()
-        except Exit as done:
-            return done.result
-        finally:
-            basic.AnsibleModule.exit_json, basic.AnsibleModule.fail_json = orig_exit, orig_fail
-    raise AssertionError("module returned without exit_json/fail_json")
+    return module_runner.run(module, args, check, diff)
 
 
 def fails(module, args, check=False):
