@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,9 +47,9 @@ def parse_recap(output: str) -> dict[str, dict[str, int]]:
     return recap
 
 
-def run_playbook(playbook: str, inventory: str, *args: str, extra_env: dict[str, str] | None = None,
-                 timeout: float = 900) -> PlaybookRun:
-    """`ansible-playbook -i inventory playbook args...`; playbook is a path or an FQCN."""
+def playbook_command(playbook: str, inventory: str, *args: str, extra_env: dict[str, str] | None = None
+                     ) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of `ansible-playbook -i inventory playbook args...`."""
     env = dict(os.environ)
     env.update({
         "ANSIBLE_COLLECTIONS_PATH": os.path.join(REPO, "build", "collections"),
@@ -58,7 +60,32 @@ def run_playbook(playbook: str, inventory: str, *args: str, extra_env: dict[str,
         "ANSIBLE_HOST_KEY_CHECKING": "0",
     })
     env.update(extra_env or {})
-    proc = subprocess.run([ANSIBLE_PLAYBOOK, "-i", inventory, playbook, *args], capture_output=True,
-                          text=True, env=env, timeout=timeout, cwd=REPO, check=False)
+    return [ANSIBLE_PLAYBOOK, "-i", inventory, playbook, *args], env
+
+
+def run_playbook(playbook: str, inventory: str, *args: str, extra_env: dict[str, str] | None = None,
+                 timeout: float = 900) -> PlaybookRun:
+    """`ansible-playbook -i inventory playbook args...`; playbook is a path or an FQCN."""
+    command, env = playbook_command(playbook, inventory, *args, extra_env=extra_env)
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO, check=False)
     output = proc.stdout + proc.stderr
     return PlaybookRun(proc.returncode, output, parse_recap(proc.stdout))
+
+
+def interrupt_playbook_at(marker: str, playbook: str, inventory: str, *args: str, timeout: float = 900) -> str:
+    """Run a playbook and kill it (SIGKILL, as a lost controller would stop) as soon as a line of its output
+    contains `marker`; returns the output up to there. Fails when the run ends before the marker."""
+    command, env = playbook_command(playbook, inventory, *args)
+    lines = []
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                          cwd=REPO, start_new_session=True) as proc:
+        deadline = time.monotonic() + timeout
+        for line in proc.stdout:
+            lines.append(line)
+            if marker in line or time.monotonic() > deadline:
+                os.killpg(proc.pid, signal.SIGKILL)
+                break
+        proc.wait()
+    output = "".join(lines)
+    assert marker in output, f"the run ended before {marker!r}:\n{output[-4000:]}"
+    return output

@@ -265,8 +265,10 @@ def _keep(kept, sample, limit):
             del kept[0]
 
 
-def scan_files(paths, since=None, until=None, patterns=None, samples=3, now=None, error_patterns=ERROR_PATTERNS):
+def scan_files(paths, since=None, until=None, patterns=None, samples=3, now=None, error_patterns=ERROR_PATTERNS,
+               skip=None):
     """Count, per pattern, the lines of ``paths`` dated in [since, until] that match it.
+    ``skip`` is a list of (start, end) times (epoch seconds) whose lines are not counted.
 
     Returns a dict: counts, matched_lines, samples (per pattern, the last ``samples`` matching lines
     with path, line number, time and text), errors (lines matching at least one of
@@ -277,20 +279,20 @@ def scan_files(paths, since=None, until=None, patterns=None, samples=3, now=None
     names = [name for name, _regex in compiled]
     result = ScanResult(names, [name for name in error_patterns if name in names])
     for path in paths:
-        info = dict(path=path, exists=os.path.exists(path), lines_scanned=0, undated_lines=0, matched_lines=0,
-                    first_time=None, last_time=None, start_offset=0, error=None)
+        info = dict(path=path, exists=os.path.exists(path), lines_scanned=0, skipped_lines=0, undated_lines=0,
+                    matched_lines=0, first_time=None, last_time=None, start_offset=0, error=None)
         result.files.append(info)
         if not info["exists"]:
             continue
         try:
-            _scan_one(path, info, result, compiled, since, until, samples, now)
+            _scan_one(path, info, result, compiled, since, until, samples, now, skip or [])
         except (IOError, OSError) as exc:
             info["error"] = "cannot read %s: %s" % (path, exc.strerror or exc)
     return dict(counts=result.counts, matched_lines=result.matched_lines, samples=result.samples,
                 errors=result.errors, error_samples=result.error_samples, files=result.files)
 
 
-def _scan_one(path, info, result, compiled, since, until, samples, now):
+def _scan_one(path, info, result, compiled, since, until, samples, now, skip):
     size = os.path.getsize(path)
     with open(path, "rb") as fh:
         offset = start_offset(fh, size, since, now)
@@ -311,6 +313,9 @@ def _scan_one(path, info, result, compiled, since, until, samples, now):
             if since is not None and current < since:
                 continue
             if until is not None and current > until:
+                continue
+            if any(start <= current <= end for start, end in skip):
+                info["skipped_lines"] += 1
                 continue
             info["lines_scanned"] += 1
             if info["first_time"] is None:

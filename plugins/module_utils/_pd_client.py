@@ -13,6 +13,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import base64
 import copy
 import json
 import time
@@ -146,6 +147,17 @@ class PDClient:
         """etcd's own member list (the v3 JSON gateway on PD's client port): peer URLs as stored."""
         return self.request("POST", "/v3/cluster/member/list", body={})
 
+    def etcd_range(self, prefix):
+        """Every (key, value) under a key prefix of PD's etcd (the v3 JSON gateway's kv/range; keys
+        and values travel base64-encoded, the range end of a prefix is the prefix with its last byte + 1)."""
+        raw = prefix.encode("utf-8")
+        end = raw[:-1] + bytes(bytearray([raw[-1] + 1]))
+        answer = self.request("POST", "/v3/kv/range", body={
+            "key": base64.b64encode(raw).decode("ascii"), "range_end": base64.b64encode(end).decode("ascii")})
+        return [(base64.b64decode(kv.get("key", "")).decode("utf-8", "replace"),
+                 base64.b64decode(kv.get("value", "")).decode("utf-8", "replace"))
+                for kv in (answer or {}).get("kvs") or []]
+
     # Changing calls (used by the orchestration modules) --------------------------------------------
 
     def transfer_leader(self, name):
@@ -237,3 +249,36 @@ def cluster_problems(members, health, stores):
         if state not in ("Up", "Tombstone"):
             problems.append("store %s at %s is %s" % (store.get("id"), store.get("address"), state))
     return problems
+
+
+# Where the cluster's clients make themselves known to PD: TiDB (and TiUP's monitoring) register under
+# /topology/<component>/<host:port>/ in PD's etcd; TiCDC captures under /tidb/cdc/ (one key per capture,
+# its JSON value names the address); TiFlash and other engines are stores with an `engine` label.
+TOPOLOGY_PREFIX = "/topology/"
+TICDC_PREFIX = "/tidb/cdc/"
+
+
+def known_clients(topology_keys, ticdc_keys, stores):
+    """The clients of the cluster PD knows of, as sorted dicts {component, address, source}, from the
+    (key, value) pairs under TOPOLOGY_PREFIX and TICDC_PREFIX and the GET /stores answer."""
+    found = set()
+    for key, _value in topology_keys:
+        parts = key[len(TOPOLOGY_PREFIX):].split("/")
+        if key.startswith(TOPOLOGY_PREFIX) and len(parts) >= 2 and parts[0] and parts[1]:
+            found.add((parts[0], parts[1], "etcd " + TOPOLOGY_PREFIX))
+    for key, value in ticdc_keys:
+        if "/capture/" not in key:
+            continue
+        try:
+            address = json.loads(value).get("address") or key.rsplit("/", 1)[-1]
+        except (ValueError, AttributeError):
+            address = key.rsplit("/", 1)[-1]
+        found.add(("ticdc", address, "etcd " + TICDC_PREFIX))
+    for entry in (stores or {}).get("stores") or []:
+        store = entry.get("store") or {}
+        if store.get("state_name") == "Tombstone":
+            continue
+        for label in store.get("labels") or []:
+            if label.get("key") == "engine" and label.get("value") not in (None, "", "tikv"):
+                found.add((label["value"], store.get("address"), "PD stores (engine label)"))
+    return [dict(component=c, address=a, source=s) for c, a, s in sorted(found)]

@@ -17,6 +17,10 @@ description:
     PD members, their leader and health, the TiKV (and other) stores and their states, and PD's config.
   - With TLS on, PD requires a client certificate on its client port; give O(ca_path),
     O(client_cert_path) and O(client_key_path). Without O(ca_path) the calls are plaintext.
+  - V(clients) in O(gather) lists the clients of the cluster that PD knows of (RV(clients)), that is TiDB servers and
+    TiUP's monitoring registered under C(/topology/) in PD's etcd, TiCDC captures under C(/tidb/cdc/), and
+    TiFlash (or any store whose C(engine) label is not C(tikv)). Applications that talk to TiKV directly
+    (client-go, client-rust) register nowhere and are never listed.
   - Read-only. Returns RV(problems), a list of what is unhealthy, and fails on it only with
     O(fail_on_problems=true).
 author:
@@ -29,7 +33,7 @@ options:
     description: What to read.
     type: list
     elements: str
-    choices: [members, health, stores, config, schedulers, etcd_members]
+    choices: [members, health, stores, config, schedulers, etcd_members, clients]
     default: [members, health, stores]
   fail_on_problems:
     description: Fail when RV(problems) is not empty (no leader, an unhealthy member, a store not Up).
@@ -107,6 +111,13 @@ etcd_members:
   returned: when etcd_members is gathered
   type: list
   elements: dict
+clients:
+  description: The clients PD knows of, sorted; each with component (C(tidb), C(tiflash), C(ticdc), C(prometheus) ...),
+    address and source (where it was found).
+  returned: when clients is gathered
+  type: list
+  elements: dict
+  sample: [{"component": "tidb", "address": "10.0.1.5:4000", "source": "etcd /topology/"}]
 problems:
   description: What is unhealthy (no leader, a member not healthy, a store not Up), one line each.
   returned: always
@@ -118,8 +129,11 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.tlsops.tikv.plugins.module_utils._pd_client import (
     PD_REQUIRED_TOGETHER,
     PDClient,
+    TICDC_PREFIX,
+    TOPOLOGY_PREFIX,
     PDError,
     cluster_problems,
+    known_clients,
     pd_argument_spec,
 )
 
@@ -140,6 +154,9 @@ def gather(client, wanted):
         result["schedulers"] = client.schedulers()
     if "etcd_members" in wanted:
         result["etcd_members"] = (client.etcd_members() or {}).get("members") or []
+    if "clients" in wanted:
+        stores = result["stores"] if "stores" in result else client.stores()
+        result["clients"] = known_clients(client.etcd_range(TOPOLOGY_PREFIX), client.etcd_range(TICDC_PREFIX), stores)
     return result
 
 
@@ -147,7 +164,8 @@ def main():
     module = AnsibleModule(
         argument_spec=pd_argument_spec(
             gather=dict(type="list", elements="str", default=["members", "health", "stores"],
-                        choices=["members", "health", "stores", "config", "schedulers", "etcd_members"]),
+                        choices=["members", "health", "stores", "config", "schedulers", "etcd_members",
+                                 "clients"]),
             fail_on_problems=dict(type="bool", default=False),
         ),
         required_together=PD_REQUIRED_TOGETHER,

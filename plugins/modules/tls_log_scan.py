@@ -64,6 +64,14 @@ options:
       - Count lines up to this time (same forms as O(since)). Omit for "up to now".
       - Give the time a probe run started to leave out the errors the probes themselves cause.
     type: str
+  skip_windows:
+    description:
+      - Time windows whose lines are not counted, each with C(since) and C(until) in the forms of O(since).
+      - The verify role passes the windows of its earlier audits' probes (a client without a certificate,
+        a certificate of a foreign CA ...), which make the servers log TLS errors on purpose.
+    type: list
+    elements: dict
+    default: []
   patterns:
     description:
       - Patterns to count, name to Python regular expression, matched case-insensitively anywhere in a
@@ -181,6 +189,10 @@ files:
       description: Lines dated inside the window.
       type: int
       returned: always
+    skipped_lines:
+      description: Lines inside O(skip_windows), not counted.
+      type: int
+      returned: always
     undated_lines:
       description: Lines before the first dated line that were read (not counted).
       type: int
@@ -234,6 +246,7 @@ def main():
             paths=dict(type="list", elements="path", required=True),
             since=dict(type="str"),
             until=dict(type="str"),
+            skip_windows=dict(type="list", elements="dict", default=[]),
             patterns=dict(type="dict"),
             error_patterns=dict(type="list", elements="str"),
             samples=dict(type="int", default=3),
@@ -246,6 +259,11 @@ def main():
     try:
         since = _log_scan.parse_time_spec(params["since"], now)
         until = _log_scan.parse_time_spec(params["until"], now)
+        skip = []
+        for window in params["skip_windows"]:
+            if not window.get("since") or not window.get("until"):
+                module.fail_json(msg="every skip_windows item needs since and until, got %r" % (window,))
+            skip.append((_log_scan.parse_time_spec(window["since"], now), _log_scan.parse_time_spec(window["until"], now)))
     except _log_scan.TimeSpecError as exc:
         module.fail_json(msg=str(exc))
     patterns = params["patterns"] or dict(_log_scan.DEFAULT_PATTERNS)
@@ -263,7 +281,8 @@ def main():
         module.fail_json(msg="samples must be 0 or more, got %d" % params["samples"])
     try:
         scanned = _log_scan.scan_files(params["paths"], since=since, until=until, patterns=patterns,
-                                       samples=params["samples"], now=now, error_patterns=error_patterns)
+                                       samples=params["samples"], now=now, error_patterns=error_patterns,
+                                       skip=skip)
     except ValueError as exc:
         module.fail_json(msg=str(exc))
     errors = scanned["errors"]

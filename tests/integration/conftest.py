@@ -6,9 +6,10 @@ cluster in a way the next test would notice must use its own class or put the cl
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -26,8 +27,9 @@ class LabWithInventory:
         self.root = handle.root
 
 
-def _lab_with_inventory(tmp_path_factory: pytest.TempPathFactory, name: str, *up_args: str
-                        ) -> Iterator[LabWithInventory]:
+def lab_with_inventory(tmp_path_factory: pytest.TempPathFactory, name: str, *up_args: str
+                       ) -> Iterator[LabWithInventory]:
+    """A lab brought up with `tikv-lab up <up_args>` and its inventory, taken down after use."""
     base = tmp_path_factory.mktemp(name)
     with running_lab(str(base / "lab"), *up_args) as handle:
         inventory = str(base / "inventory.yml")
@@ -39,11 +41,20 @@ def _lab_with_inventory(tmp_path_factory: pytest.TempPathFactory, name: str, *up
 @pytest.fixture(scope="class")
 def plaintext_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabWithInventory]:
     """A plaintext 3 PD + 3 TiKV lab."""
-    yield from _lab_with_inventory(tmp_path_factory, "plain")
+    yield from lab_with_inventory(tmp_path_factory, "plain")
 
 
 @pytest.fixture(scope="class")
 def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabWithInventory]:
     """A 3 PD + 3 TiKV lab made TLS by the lab itself (`up --tls`; CA in <root>/ca, operator
     certificate in <root>/client-tls)."""
-    yield from _lab_with_inventory(tmp_path_factory, "tls", "--tls")
+    yield from lab_with_inventory(tmp_path_factory, "tls", "--tls")
+
+
+@pytest.fixture
+def make_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., LabWithInventory]]:
+    """make_lab(name, *up_args): a lab of another shape (`--pd 5` ...) for one test, taken down after it."""
+    with contextlib.ExitStack() as stack:
+        def make(name: str, *up_args: str) -> LabWithInventory:
+            return stack.enter_context(contextlib.contextmanager(lab_with_inventory)(tmp_path_factory, name, *up_args))
+        yield make

@@ -21,6 +21,7 @@ import pytest
 import yaml
 from tikvlab import certs
 
+from lab_files import managed_files
 from playbook_runner import REPO, run_playbook
 
 pytestmark = pytest.mark.timeout(1800)
@@ -56,16 +57,6 @@ def deploy_files(root: str) -> dict[str, tuple[str, int]]:
             path = os.path.join(dirpath, name)
             with open(path, "rb") as fh:
                 out[os.path.relpath(path, base)] = (hashlib.sha256(fh.read()).hexdigest(), os.stat(path).st_mtime_ns)
-    return out
-
-
-def managed_files(lab) -> dict[str, bytes]:
-    """Content of every config file and run script of the lab."""
-    out = {}
-    for inst in lab.instances:
-        for path in (inst.config_path, inst.run_script):
-            with open(path, "rb") as fh:
-                out[path] = fh.read()
     return out
 
 

@@ -84,6 +84,17 @@ PD_LOG = [
 ]
 
 
+def test_lines_inside_a_skip_window_are_not_counted(tmp_path):
+    """An earlier audit's own probes (15:20-15:22 here) are left out; what follows them still counts."""
+    path = write(tmp_path / "pd.log", PD_LOG)
+    since = calendar.timegm((2026, 11, 24, 15, 0, 0))
+    skip = [(calendar.timegm((2026, 11, 24, 15, 20, 0)), calendar.timegm((2026, 11, 24, 15, 22, 0)))]
+    counts = L.scan_files([path], since=since, now=NOW, skip=skip)["counts"]
+    assert counts["bad_certificate"] == 0 and counts["missing_client_cert"] == 0
+    assert counts["old_protocol"] == 1 and counts["expired_certificate"] == 1
+    assert L.scan_files([path], since=since, now=NOW, skip=skip)["files"][0]["skipped_lines"] == 3
+
+
 def test_counts_inside_the_window_only(tmp_path):
     path = write(tmp_path / "pd.log", PD_LOG)
     since = calendar.timegm((2026, 11, 24, 15, 0, 0))

@@ -1,5 +1,6 @@
 """PD client: endpoint failover, PD's own errors, TLS scheme choice and the health verdict."""
 
+import base64
 import json
 import socket
 import threading
@@ -10,8 +11,11 @@ import pytest
 from ansible_collections.tlsops.tikv.plugins.module_utils._pd_client import (
     PDClient,
     PDError,
+    TICDC_PREFIX,
+    TOPOLOGY_PREFIX,
     cluster_problems,
     endpoint_url,
+    known_clients,
 )
 
 MEMBERS = {"header": {"cluster_id": 1}, "members": [{"name": "pd1"}], "leader": {"name": "pd1"},
@@ -47,6 +51,10 @@ class FakePD(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"null")
         self.calls.append(("POST", self.path, body))
+        if self.path == "/v3/kv/range":
+            key = base64.b64encode(b"/topology/tidb/10.0.1.5:4000/info").decode()
+            self._answer(200, {"header": {}, "kvs": [{"key": key, "value": base64.b64encode(b"{}").decode()}]})
+            return
         self._answer(200, {"header": {}, "members": []})
 
 
@@ -122,3 +130,37 @@ def test_cluster_problems_names_what_is_unhealthy():
     ]
     assert cluster_problems(MEMBERS, health[:1], {"stores": stores["stores"][:1]}) == []
     assert cluster_problems(None, None, None) == []
+
+
+def test_etcd_range_asks_for_the_whole_prefix_and_decodes_the_answer(fake_pd):
+    pairs = PDClient([fake_pd]).etcd_range("/topology/")
+    assert pairs == [("/topology/tidb/10.0.1.5:4000/info", "{}")]
+    body = FakePD.calls[-1][2]
+    # etcd's range end for a prefix: the prefix with its last byte plus one ('/' + 1 = '0').
+    assert base64.b64decode(body["key"]) == b"/topology/"
+    assert base64.b64decode(body["range_end"]) == b"/topology0"
+
+
+def test_known_clients_lists_tidb_ticdc_and_other_engines_once_each():
+    topology = [
+        (TOPOLOGY_PREFIX + "tidb/10.0.1.5:4000/info", "{}"),
+        (TOPOLOGY_PREFIX + "tidb/10.0.1.5:4000/ttl", "1700000000"),
+        (TOPOLOGY_PREFIX + "prometheus/10.0.1.9:9090", "{}"),
+    ]
+    ticdc = [
+        (TICDC_PREFIX + "default/__cdc_meta__/capture/6f1d", json.dumps({"id": "6f1d", "address": "10.0.1.7:8300"})),
+        (TICDC_PREFIX + "default/__cdc_meta__/owner/22", "6f1d"),
+    ]
+    stores = {"stores": [
+        {"store": {"address": "10.0.1.2:20160", "state_name": "Up", "labels": [{"key": "zone", "value": "a"}]}},
+        {"store": {"address": "10.0.1.8:3930", "state_name": "Up", "labels": [{"key": "engine", "value": "tiflash"}]}},
+        {"store": {"address": "10.0.1.6:3930", "state_name": "Tombstone",
+                   "labels": [{"key": "engine", "value": "tiflash"}]}},
+    ]}
+    assert [(c["component"], c["address"]) for c in known_clients(topology, ticdc, stores)] == [
+        ("prometheus", "10.0.1.9:9090"), ("ticdc", "10.0.1.7:8300"), ("tidb", "10.0.1.5:4000"),
+        ("tiflash", "10.0.1.8:3930")]
+
+
+def test_a_cluster_without_clients_lists_none():
+    assert known_clients([], [], {"stores": [{"store": {"address": "a:1", "state_name": "Up"}}]}) == []
