@@ -39,7 +39,7 @@ def restarted(run: PlaybookRun) -> list[str]:
     order, in_restart = [], False
     for line in run.output.splitlines():
         if line.startswith("TASK ["):
-            in_restart = "Service | Restart the instance with the configured command" in line
+            in_restart = "Service action | With the configured command, restart" in line
         elif in_restart and line.startswith("changed: ["):
             order.append(line.split("[", 1)[1].split("]", 1)[0])
     return order
@@ -202,7 +202,7 @@ class TestFaultsStopThePlayAtTheInstance:
         sid = store_id(tls_cluster, "tikv2")
         # Whether the lab's `service restart` still saw the process alive after its 2 s depends on the
         # machine's load; either way the play stops at tikv2, and the cause from its log is in the message.
-        assert re.match(r"tikv2 \(TiKV 127\.0\.0\.1:%d\): (Restart the instance with the configured command|Wait for "
+        assert re.match(r"tikv2 \(TiKV 127\.0\.0\.1:%d\): (With the configured command, restart|Wait for "
                         r"the store's ports to listen) failed" % tls_cluster.handle.instance("tikv2").ports["grpc"],
                         message), message
         assert "fault lab-fault-crash-on-tls is set and TLS is configured: exiting" in message
