@@ -13,20 +13,11 @@ import time
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.tlsops.tikv.plugins.module_utils._plain import plain
+
 METRIC_NOT_AFTER = "tikv_tls_certificate_not_after_timestamp_seconds"
 METRIC_READABLE = "tikv_tls_certificate_readable"
 METRIC_LAST_RUN = "tikv_tls_expiry_check_timestamp_seconds"
-
-
-def _plain(value):
-    """Ansible's lazy containers and tagged strings -> plain dicts, lists and str."""
-    if isinstance(value, dict):
-        return dict((str(k), _plain(v)) for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, str):
-        return str(value)
-    return value
 
 
 def _timestamp(iso_time):
@@ -88,12 +79,12 @@ def expiry_report(instances, settings=None):
     if not isinstance(instances, (list, tuple)):
         raise AnsibleFilterError("expiry_report: expected a list of per-instance results, got %s"
                                  % type(instances).__name__)
-    settings = _plain(settings or {})
+    settings = plain(settings or {})
     fail_days = int(settings.get("fail_days", 14))
     warn_days = int(settings.get("warn_days", 30))
     rows = []
     try:
-        for entry in _plain(list(instances)):
+        for entry in plain(list(instances)):
             instance = dict(entry["instance"], paths=entry.get("paths") or [])
             if entry.get("failed_host"):
                 rows.append({"instance": instance["name"], "component": instance.get("component", ""),
@@ -154,7 +145,7 @@ def expiry_textfile(report):
     """The report as a node_exporter textfile-collector file."""
     if not isinstance(report, dict) or "rows" not in report:
         raise AnsibleFilterError("expiry_textfile: expected the output of tlsops.tikv.expiry_report")
-    report = _plain(report)
+    report = plain(report)
     keys = ("instance", "component", "source", "path", "index")
     lines = [
         "# HELP %s When the certificate stops being valid (notAfter), Unix seconds." % METRIC_NOT_AFTER,

@@ -10,17 +10,7 @@ from __future__ import annotations
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.tlsops.tikv.plugins.module_utils import _verify_report
-
-
-def _plain(value):
-    """Ansible's lazy containers and tagged strings -> plain dicts, lists and str."""
-    if isinstance(value, dict):
-        return dict((str(k), _plain(v)) for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, str):
-        return str(value)
-    return value
+from ansible_collections.tlsops.tikv.plugins.module_utils._plain import plain
 
 
 def verify_report(instances, cluster=None, settings=None):
@@ -28,8 +18,8 @@ def verify_report(instances, cluster=None, settings=None):
         raise AnsibleFilterError("verify_report: expected a list of per-instance results, got %s"
                                  % type(instances).__name__)
     try:
-        return _verify_report.build(_verify_report.collect(_plain(instances)), _plain(cluster or {}),
-                                    _plain(settings or {}))
+        return _verify_report.build(_verify_report.collect(plain(instances)), plain(cluster or {}),
+                                    plain(settings or {}))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise AnsibleFilterError("verify_report: cannot build the report: %s: %s" % (type(exc).__name__, exc))
 
@@ -37,7 +27,7 @@ def verify_report(instances, cluster=None, settings=None):
 def verify_markdown(report):
     if not isinstance(report, dict) or "rows" not in report:
         raise AnsibleFilterError("verify_markdown: expected the output of tlsops.tikv.verify_report")
-    return _verify_report.markdown(_plain(report))
+    return _verify_report.markdown(plain(report))
 
 
 class FilterModule(object):

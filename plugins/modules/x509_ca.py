@@ -211,9 +211,10 @@ def main():
     cert_path, key_path, passphrase = p["path"], p["key_path"], p["passphrase"]
     cert_exists, key_exists = os.path.exists(cert_path), os.path.exists(key_path)
     if p["validity_days"] < 1:
-        module.fail_json(msg="validity_days must be at least 1")
+        module.fail_json(msg="CA %s: validity_days must be at least 1 (got %d); the pki role sets it from "
+                             "tikv_tls_ca_validity_days" % (cert_path, p["validity_days"]))
     if p["path_length"] < 0:
-        module.fail_json(msg="path_length must not be negative")
+        module.fail_json(msg="CA %s: path_length must not be negative (got %d)" % (cert_path, p["path_length"]))
 
     if not p["create"] and not (cert_exists and key_exists):
         missing = [q for q, e in ((cert_path, cert_exists), (key_path, key_exists)) if not e]

@@ -133,6 +133,15 @@ def test_ca_provided_missing_refused(tmp_path):
     assert msg.startswith("provided CA: ") and "does not exist" in msg
 
 
+def test_ca_bad_numbers_are_refused_naming_the_ca_and_nothing_is_written(tmp_path):
+    args = ca_args(tmp_path, validity_days=0)
+    msg = fails(x509_ca, args)
+    assert msg == ("CA %s: validity_days must be at least 1 (got 0); the pki role sets it from "
+                   "tikv_tls_ca_validity_days" % args["path"])
+    assert fails(x509_ca, ca_args(tmp_path, path_length=-1)).endswith("path_length must not be negative (got -1)")
+    assert not os.path.exists(tmp_path / "ca")
+
+
 def test_ca_provided_intermediate(tmp_path):
     root_key = x.generate_key()
     root = x.CA(x.create_ca_cert(root_key, "corp-root", path_length=1), root_key)
