@@ -87,9 +87,13 @@ reference: setup
 demo: setup
 	tools/demo $(DEMO_ROOT)
 
-## make bench: the benchmarks in bench/ (not part of make test); each prints its figures and writes JSON.
+## make bench: the benchmarks in bench/ (not part of make test); each prints its figures and writes
+## bench/results/<name>.json. `make bench BENCH=cutover_outage` runs one; with one, BENCH_ARGS passes options (--small: a quick size).
+## The lab benchmarks bring up their own labs under /tmp/bench-*: run them on an otherwise idle machine.
+BENCH ?= pki_issue verify_audit cutover_outage availability overhead
+BENCH_ARGS ?=
 bench: setup
-	$(BIN)/python bench/pki_issue.py
+	set -e; for name in $(BENCH); do echo "== bench/$$name.py $(BENCH_ARGS)"; $(BIN)/python bench/$$name.py $(BENCH_ARGS); done
 
 demo-down:
 	$(LAB) --root $(DEMO_ROOT) down

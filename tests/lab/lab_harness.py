@@ -10,13 +10,12 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from tikvlab import health, services
+from tikvlab import cli, health, services
 from tikvlab.layout import REPO, Instance, Lab
 
 TIKV_LAB = os.path.join(REPO, "lab", "bin", "tikv-lab")
@@ -26,13 +25,7 @@ PORTS_PER_LAB = 140
 
 
 def port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
+    return not cli.port_in_use(port)
 
 
 def free_base_port() -> int:
