@@ -19,8 +19,9 @@ from collections.abc import Callable
 
 import yaml
 
-from . import health, layout, services
+from . import health, layout, netns_cli, services
 from .layout import Instance, Lab
+from .netns import NetnsError
 
 DEFAULT_BASE_PORT = 23000
 DEFAULT_VERSION = "v8.5.0"
@@ -33,7 +34,11 @@ DESCRIPTION = """\
 A local TiKV cluster made of stand-ins for pd-server and tikv-server, laid out the way TiUP deploys
 one (tidb-deploy/<component>-<port>/{bin,conf,scripts,log,tls}). PD runs a real etcd; TLS behaves as
 in TiKV and PD, so a TLS mistake shows up as a Disconnected store, a refused handshake or a log line.
-Everything runs as the current user on 127.0.0.1; nothing needs root.
+In local mode (the default) everything runs as the current user on 127.0.0.1; nothing needs root.
+As root, `up --mode netns` spreads the instances over hosts made of network + mount namespaces, each
+with its own address on a bridge, its own /tidb-deploy, /etc/init.d and sshd: Ansible goes over
+SSH, restarts go through the hosts' `service` command, certificates meet real addresses, and a host
+can be partitioned.
 
 typical use:
   tikv-lab up                      3 PD + 3 TiKV, plaintext, healthy in seconds
@@ -41,12 +46,16 @@ typical use:
   tikv-lab status                  processes, PD leader and members, stores (exit 1 if unhealthy)
   tikv-lab service tikv2 restart   what the collection's `command` service manager calls
   tikv-lab down                    stop everything and delete the lab root
+  tikv-lab up --mode netns         (root) 3 hosts 10.x.y.11-13, one PD + one TiKV on each, over SSH
+  tikv-lab fault host3 partition   (netns) cut host3 off; `fault host3 heal` links it again
 """
 
 EPILOG = """\
 lab root: --root, else $TIKV_LAB_ROOT, else <repo>/.lab. State (instances, ports, PIDs) is in
 <root>/lab.json. Ports from --base-port B: PD i client B+10i, peer B+10i+1 (its private etcd
-client port B+10i+5); TiKV j gRPC B+100+10j, status B+100+10j+1.
+client port B+10i+5); TiKV j gRPC B+100+10j, status B+100+10j+1. netns mode: TiUP's ports and
+paths on every host (2379/2380, 20160/20180, /tidb-deploy/<component>-<port>); state also in
+<root>/netns.json; hosts' private trees under <root>/hosts/<host>/.
 """
 
 
@@ -133,6 +142,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     began = time.monotonic()
     check_counts(args.pd, args.tikv)
     check_root_unused(args.root)
+    if args.mode == "netns":
+        return netns_cli.up(args, wait_until)
     lab = layout.plan(args.root, args.pd, args.tikv, args.base_port, args.pd_version,
                       args.tikv_version, args.tls)
     check_ports_free(lab)
@@ -187,6 +198,8 @@ def cmd_down(args: argparse.Namespace) -> int:
     if not os.path.exists(args.root):
         print(f"no lab at {args.root}; nothing to do")
         return 0
+    if netns_cli.is_netns(args.root):
+        return netns_cli.down(args.root)
     lab = services.load_lab(args.root)
     try:
         for wave in shutdown_waves(lab):
@@ -230,6 +243,8 @@ def print_snapshot(lab: Lab, snap: health.Snapshot) -> None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     lab = services.load_lab(args.root)
+    if lab.mode == "netns":
+        return netns_cli.status(args.root, args.json, print_snapshot)
     snap = health.snapshot(lab)
     if args.json:
         print(json.dumps(snap.to_json(), indent=2))
@@ -239,6 +254,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
+    if services.load_lab(args.root).mode == "netns":
+        return netns_cli.wait(args.root, args.timeout, wait_until)
     snap = wait_until(lambda: health.snapshot(services.load_lab(args.root)), args.timeout)
     if not snap.healthy:
         raise LabError(f"not healthy within {args.timeout:.0f} s\n{explain(services.load_lab(args.root), snap)}")
@@ -275,13 +292,18 @@ def inventory(lab: Lab) -> dict:
 
 def cmd_inventory(args: argparse.Namespace) -> int:
     lab = services.load_lab(args.root)
+    if lab.mode == "netns":
+        return netns_cli.print_inventory(args.root)
     print(f"# tikv-lab inventory for {lab.root}")
     print(yaml.safe_dump(inventory(lab), sort_keys=False, default_flow_style=False, width=1000), end="")
     return 0
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    inst = instance_or_error(services.load_lab(args.root), args.instance)
+    lab = services.load_lab(args.root)
+    inst = instance_or_error(lab, args.instance)
+    if lab.mode == "netns":
+        return netns_cli.logs(args.root, inst.name, args.lines)
     print(services.log_tail(inst, args.lines))
     return 0
 
@@ -293,6 +315,11 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def cmd_service(args: argparse.Namespace) -> int:
     lab = services.load_lab(args.root)
     inst = instance_or_error(lab, args.instance)
+    if lab.mode == "netns":
+        # The instance's paths exist only on its host: run this same command there.
+        elsewhere = netns_cli.in_host_or_here(args.root, inst, ["service", inst.name, args.action])
+        if elsewhere is not None:
+            return elsewhere
     try:
         if args.action == "status":
             running, inst = services.status(args.root, inst.name)
@@ -312,10 +339,20 @@ def cmd_service(args: argparse.Namespace) -> int:
 
 def cmd_fault(args: argparse.Namespace) -> int:
     lab = services.load_lab(args.root)
+    if args.fault in ("partition", "heal"):
+        if lab.mode != "netns":
+            raise LabError(f"{args.fault} needs netns mode (every host its own network namespace); "
+                           "in local mode all instances share 127.0.0.1, so there is nothing to cut")
+        return netns_cli.partition(args.root, args.instance, args.fault == "partition", args.after_restart,
+                                   args.watch_timeout)
+    if args.after_restart:
+        raise LabError("--after-restart applies to partition and heal only")
     inst = instance_or_error(lab, args.instance)
-    if args.fault == "partition":
-        raise LabError("partition needs netns mode (every host its own network namespace); "
-                       "in local mode all instances share 127.0.0.1, so there is nothing to cut")
+    if lab.mode == "netns":
+        argv = ["fault", inst.name, args.fault] + ([args.arg] if args.arg is not None else [])
+        elsewhere = netns_cli.in_host_or_here(args.root, inst, argv)
+        if elsewhere is not None:
+            return elsewhere
     if args.fault in ("slow-start", "corrupt") and args.arg is None:
         raise LabError(f"fault {args.fault} needs an argument "
                        f"({'SECONDS' if args.fault == 'slow-start' else 'FILE relative to the deploy dir'})")
@@ -349,6 +386,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "in tls/, [security] in the configs, https in run_pd.sh, client cert in "
                          "<root>/client-tls")
     up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for every store Up")
+    up.add_argument("--mode", choices=["local", "netns"], default="local",
+                    help="local (default): every instance on 127.0.0.1 with its own ports; netns (root): "
+                         "hosts made of namespaces with their own addresses, sshd and init scripts, TiUP's "
+                         "ports and paths; Ansible over SSH")
+    up.add_argument("--hosts", type=int, default=3,
+                    help="netns: number of hosts; instances are spread round-robin (default 3)")
+    up.add_argument("--subnet", help="netns: the hosts' IPv4 network (default: a free 10.x.y.0/24)")
     up.set_defaults(func=cmd_up)
 
     sub.add_parser("down", help="stop every instance and remove the lab root").set_defaults(func=cmd_down)
@@ -375,11 +419,17 @@ def build_parser() -> argparse.ArgumentParser:
                                        "slow-start SECONDS: the next start waits before serving; "
                                        "pin-leaders: the store keeps its leaders; corrupt FILE: overwrite a "
                                        "file of the deploy dir with garbage; clear: remove fault files; "
-                                       "partition: netns mode only")
+                                       "partition / heal (netns mode): the host's link down / up again, "
+                                       "INSTANCE may name the host (host2) or an instance on it")
     fault.add_argument("instance")
     fault.add_argument("fault", choices=["kill", "hang", "resume", "crash-on-tls", "slow-start",
-                                         "pin-leaders", "corrupt", "clear", "partition"])
+                                         "pin-leaders", "corrupt", "clear", "partition", "heal"])
     fault.add_argument("arg", nargs="?", help="SECONDS for slow-start, FILE for corrupt")
+    fault.add_argument("--after-restart", metavar="INSTANCE[,INSTANCE]",
+                       help="partition/heal: return at once and act in the background as soon as one of "
+                            "these instances restarts (its PID changes), e.g. in the middle of a playbook")
+    fault.add_argument("--watch-timeout", type=float, default=600.0,
+                       help="seconds the --after-restart watcher waits before giving up (default 600)")
     fault.set_defaults(func=cmd_fault)
 
     logs = sub.add_parser("logs", help="tail an instance's log and stderr log")
@@ -394,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     args.root = os.path.abspath(args.root)
     try:
         return args.func(args)
-    except (LabError, services.NoLab) as exc:
+    except (LabError, NetnsError, services.NoLab) as exc:
         print(f"tikv-lab: {exc}", file=sys.stderr)
         return 1
 
