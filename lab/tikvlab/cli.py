@@ -266,15 +266,8 @@ def cmd_wait(args: argparse.Namespace) -> int:
 def inventory(lab: Lab) -> dict:
     """The Ansible inventory for the lab (shape: lab/DESIGN.md), usable as is."""
     cli = f"{layout.CLI_PATH} --root {lab.root} service {{{{ inventory_hostname }}}}"
-    pd_hosts = {inst.name: {"ansible_host": inst.host, "pd_name": inst.pd_name,
-                            "pd_client_port": inst.ports["client"], "pd_peer_port": inst.ports["peer"],
-                            "deploy_dir": inst.deploy_dir, "data_dir": inst.data_dir,
-                            "tikv_tls_version": inst.version}
-                for inst in lab.of("pd")}
-    tikv_hosts = {inst.name: {"ansible_host": inst.host, "tikv_port": inst.ports["grpc"],
-                              "tikv_status_port": inst.ports["status"], "deploy_dir": inst.deploy_dir,
-                              "data_dir": inst.data_dir, "tikv_tls_version": inst.version}
-                  for inst in lab.of("tikv")}
+    pd_hosts = {inst.name: layout.inventory_hostvars(inst) for inst in lab.of("pd")}
+    tikv_hosts = {inst.name: layout.inventory_hostvars(inst) for inst in lab.of("tikv")}
     return {"all": {
         "vars": {
             "ansible_connection": "local",

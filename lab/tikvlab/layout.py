@@ -165,6 +165,17 @@ def etcd_binary(pd_version: str) -> str:
     return DEBIAN_ETCD
 
 
+def inventory_hostvars(inst: Instance) -> dict:
+    """One instance's host variables in an inventory (the names lab/DESIGN.md and the collection's
+    preflight role use); both modes' `tikv-lab inventory` start from these."""
+    if inst.component == "pd":
+        ports = {"pd_name": inst.pd_name, "pd_client_port": inst.ports["client"], "pd_peer_port": inst.ports["peer"]}
+    else:
+        ports = {"tikv_port": inst.ports["grpc"], "tikv_status_port": inst.ports["status"]}
+    return {"ansible_host": inst.host, **ports, "deploy_dir": inst.deploy_dir, "data_dir": inst.data_dir,
+            "tikv_tls_version": inst.version}
+
+
 def plan(root: str, pd_count: int, tikv_count: int, base_port: int, pd_version: str,
          tikv_version: str, tls: bool) -> Lab:
     """Instances and ports of a local-mode lab (ports per lab/DESIGN.md)."""

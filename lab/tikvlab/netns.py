@@ -14,7 +14,6 @@ the namespaces, the links and the mount points. Nothing is ever found or killed 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import ipaddress
 import json
@@ -24,9 +23,7 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -176,22 +173,13 @@ def load_state(root: str) -> NetnsState:
 
 
 def save_state(state: NetnsState) -> None:
-    """Atomic (temp file + rename), like lab.json."""
-    fd, tmp = tempfile.mkstemp(dir=state.root, prefix=".netns.json.")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(state.to_json(), fh, indent=2)
-        fh.write("\n")
-    os.replace(tmp, state_path(state.root))
+    """Atomic (temp file + rename), like lab.json; readable by root only, as the file always was."""
+    services.write_json_atomic(state_path(state.root), state.to_json(), 0o600)
 
 
-@contextlib.contextmanager
-def locked_state(root: str) -> Iterator[NetnsState]:
+def locked_state(root: str) -> contextlib.AbstractContextManager[NetnsState]:
     """netns.json for read-modify-write (a background fault watcher may update it concurrently)."""
-    with open(state_path(root) + ".lock", "a", encoding="utf-8") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        state = load_state(root)
-        yield state
-        save_state(state)
+    return services.locked_json(state_path(root), lambda: load_state(root), save_state)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -262,17 +262,11 @@ def inventory(lab: Lab, state: NetnsState) -> dict:
     ssh_args = (f"-o UserKnownHostsFile={state.known_hosts} -o StrictHostKeyChecking=yes "
                 f"-o IdentitiesOnly=yes -o ConnectTimeout=5")
 
-    def common(inst: Instance) -> dict:
-        return {"ansible_host": inst.host, "tikv_tls_lab_host": host_of(state, inst).name}
+    def hostvars(inst: Instance) -> dict:
+        return {**layout.inventory_hostvars(inst), "tikv_tls_lab_host": host_of(state, inst).name}
 
-    pd_hosts = {inst.name: {**common(inst), "pd_name": inst.pd_name, "pd_client_port": inst.ports["client"],
-                            "pd_peer_port": inst.ports["peer"], "deploy_dir": inst.deploy_dir,
-                            "data_dir": inst.data_dir, "tikv_tls_version": inst.version}
-                for inst in lab.of("pd")}
-    tikv_hosts = {inst.name: {**common(inst), "tikv_port": inst.ports["grpc"],
-                              "tikv_status_port": inst.ports["status"], "deploy_dir": inst.deploy_dir,
-                              "data_dir": inst.data_dir, "tikv_tls_version": inst.version}
-                  for inst in lab.of("tikv")}
+    pd_hosts = {inst.name: hostvars(inst) for inst in lab.of("pd")}
+    tikv_hosts = {inst.name: hostvars(inst) for inst in lab.of("tikv")}
     return {"all": {
         "vars": {
             "ansible_connection": "ssh",

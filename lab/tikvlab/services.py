@@ -17,9 +17,12 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from .layout import Instance, Lab
+
+T = TypeVar("T")
 
 STATE_FILE = "lab.json"
 # How long `service start` watches a new process before calling it started. A stand-in that refuses
@@ -62,24 +65,37 @@ def load_lab(root: str) -> Lab:
         raise NoLab(f"no lab at {root} (no {STATE_FILE}); bring one up with `tikv-lab up`") from None
 
 
-def save_lab(lab: Lab) -> None:
-    """Write lab.json through a temp file + rename so a reader never sees half a file."""
-    fd, tmp = tempfile.mkstemp(dir=lab.root, prefix=".lab.json.")
-    os.fchmod(fd, 0o644)
+def write_json_atomic(path: str, data: Any, mode: int) -> None:
+    """Write `data` as JSON through a temp file + rename in the same directory, so a reader never sees
+    half a file (lab.json, and netns.json of the netns mode)."""
+    directory, name = os.path.split(path)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + name + ".")
+    os.fchmod(fd, mode)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(lab.to_json(), fh, indent=2)
+        json.dump(data, fh, indent=2)
         fh.write("\n")
-    os.replace(tmp, state_path(lab.root))
+    os.replace(tmp, path)
 
 
 @contextlib.contextmanager
-def locked_lab(root: str) -> Iterator[Lab]:
-    """lab.json for read-modify-write; parallel `service` calls (Ansible forks) serialise here."""
-    with open(os.path.join(root, STATE_FILE + ".lock"), "a") as lock:
+def locked_json(path: str, load: Callable[[], T], save: Callable[[T], None]) -> Iterator[T]:
+    """Read-modify-write of a JSON state file under an exclusive lock on `<path>.lock`: `load()` is
+    yielded and `save(value)` written back when the block ends."""
+    with open(path + ".lock", "a", encoding="utf-8") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        lab = load_lab(root)
-        yield lab
-        save_lab(lab)
+        value = load()
+        yield value
+        save(value)
+
+
+def save_lab(lab: Lab) -> None:
+    """lab.json, atomically."""
+    write_json_atomic(state_path(lab.root), lab.to_json(), 0o644)
+
+
+def locked_lab(root: str) -> contextlib.AbstractContextManager[Lab]:
+    """lab.json for read-modify-write; parallel `service` calls (Ansible forks) serialise here."""
+    return locked_json(state_path(root), lambda: load_lab(root), save_lab)
 
 
 # ---------------------------------------------------------------------------------------------
