@@ -271,8 +271,9 @@ def run_playbook(playbook: str, inventory: str, *args: str, extra_env: dict[str,
 #   - a leadership move: the pd_leader (transfer) and store_leaders (evict, wait for 0 leaders) modules;
 #   - ansible.builtin.wait_for / pause;
 #   - a task whose name says it waits ("Wait ..."), or that was retried with until/retries (polling);
-#   - pd_peer_links: it reads each member's metrics twice, tikv_tls_verify_peer_links_interval apart,
-#     by design (a sleep between two readings of the cluster).
+#   - pd_peer_links: it reads the members' metrics twice, tikv_tls_verify_peer_links_interval apart,
+#     by design (a sleep between two readings of the cluster; every member at once since the audit reads
+#     them in one run).
 WAIT_ACTIONS = {"tlsops.tikv.pd_leader", "tlsops.tikv.store_leaders", "tlsops.tikv.pd_peer_links",
                 "ansible.builtin.wait_for", "wait_for", "ansible.builtin.pause", "pause",
                 "ansible.builtin.service", "service"}

@@ -624,7 +624,8 @@ def collect(raw_hosts):
         item = dict(instance=host.get("instance") or {}, failed_host=host.get("failed_host"))
         probes = {}
         for result in host.get("controller") or []:
-            channel = (result.get("item") or {}).get("channel")
+            # A loop item (``item``) or one target of a run over many (``tag``) names the channel.
+            channel = (result.get("item") or result.get("tag") or {}).get("channel")
             probes[channel] = {"skipped": _skip_reason(result)} if result.get("skipped") else result
         item["probes"] = probes
         for key in ("peers", "calls"):

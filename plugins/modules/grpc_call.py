@@ -47,13 +47,47 @@ attributes:
     platforms: posix
 options:
   host:
-    description: Address or name to connect to.
+    description:
+      - Address or name to connect to.
+      - Required unless O(targets) is given; the two exclude each other.
     type: str
-    required: true
   port:
-    description: TCP port of the gRPC server, for example C(20160) (TiKV).
+    description:
+      - TCP port of the gRPC server, for example C(20160) (TiKV).
+      - Required with O(host).
     type: int
-    required: true
+  targets:
+    description:
+      - Many servers called in one run instead of O(host) and O(port), one call each with the other
+        options, up to O(parallel) at once. The results come back in RV(results), in this order.
+      - A target's own O(targets[].server_name), O(targets[].ca_path), O(targets[].client_cert_path) and
+        O(targets[].client_key_path) replace the options of the same name for it.
+    type: list
+    elements: dict
+    suboptions:
+      host:
+        description: Address or name to connect to.
+        type: str
+        required: true
+      port:
+        description: TCP port of the gRPC server.
+        type: int
+        required: true
+      server_name:
+        description: As O(server_name); defaults to this target's O(targets[].host).
+        type: str
+      ca_path:
+        description: As O(ca_path).
+        type: path
+      client_cert_path:
+        description: As O(client_cert_path).
+        type: path
+      client_key_path:
+        description: As O(client_key_path).
+        type: path
+      tag:
+        description: Any value, returned unchanged with this target's result (C(tag) in RV(results)).
+        type: raw
   server_name:
     description: Name the server's certificate must match (SNI). Defaults to O(host).
     type: str
@@ -82,6 +116,8 @@ options:
     description: Fail unless RV(call_accepted) is V(true). With V(false) the module only reports.
     type: bool
     default: true
+extends_documentation_fragment:
+  - tlsops.tikv.batch
 notes:
   - A server that closes the connection right after a TLS 1.3 handshake refused the client certificate;
     RV(error) then says the connection closed before the answer.
@@ -116,82 +152,126 @@ call_accepted:
   description:
     - V(true) when the server ran the call, V(false) when it refused the caller (C(UNAUTHENTICATED) or
       C(PERMISSION_DENIED)), V(null) when the answer does not tell.
-  returned: always
+  returned: without O(targets)
   type: bool
 verdict:
   description: RV(call_accepted) in words.
-  returned: always
+  returned: without O(targets)
   type: str
   sample: "the server refused the call: UNAUTHENTICATED 'Common name check fail'"
 grpc_status:
   description: The gRPC status code answered; null without an answer.
-  returned: always
+  returned: without O(targets)
   type: int
   sample: 16
 grpc_status_name:
   description: Its name.
-  returned: always
+  returned: without O(targets)
   type: str
   sample: UNAUTHENTICATED
 grpc_message:
   description: The server's grpc-message (percent-decoded).
-  returned: always
+  returned: without O(targets)
   type: str
   sample: Common name check fail
 http_status:
   description: The HTTP/2 C(:status) of the answer.
-  returned: always
+  returned: without O(targets)
   type: int
   sample: 200
 response_bytes:
   description: Size of the response message(s), without gRPC framing.
-  returned: always
+  returned: without O(targets)
   type: int
 protocol:
   description: TLS protocol version negotiated; null for plaintext or when no handshake completed.
-  returned: always
+  returned: without O(targets)
   type: str
   sample: TLSv1.3
 cipher:
   description: Cipher suite negotiated; null for plaintext or when no handshake completed.
-  returned: always
+  returned: without O(targets)
   type: str
 alpn:
   description: ALPN protocol the server selected.
-  returned: always
+  returned: without O(targets)
   type: str
   sample: h2
 stage:
   description: Where the call stopped, V(connect), V(handshake), V(call) or V(done) (an answer with a status).
-  returned: always
+  returned: without O(targets)
   type: str
 error:
   description: Why there is no gRPC status; null when there is one.
-  returned: always
+  returned: without O(targets)
   type: str
 undecodable_headers:
   description: Names of answer headers whose value came Huffman-coded (not decoded here).
-  returned: always
+  returned: without O(targets)
   type: list
   elements: str
 failures:
-  description: "C(<host>:<port>: <check>: <what>) for each problem; empty when the call was accepted (or O(require_accepted=false))."
+  description:
+    - "C(<host>:<port>: <check>: <what>) for each problem; empty when the call was accepted (or O(require_accepted=false))."
+    - With O(targets), those of every target.
   returned: always
   type: list
   elements: str
+results:
+  description:
+    - With O(targets), one entry per target in the order given, each with the return values above and
+      that target's RV(failures), plus C(host), C(port) and C(tag) as given.
+  returned: with O(targets)
+  type: list
+  elements: dict
+  sample:
+    - host: 10.0.1.21
+      port: 20160
+      tag: {"instance": "tikv1", "source": "tikv2"}
+      call_accepted: true
+      stage: done
+      failures: []
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.tlsops.tikv.plugins.module_utils._grpc_call import call
+from ansible_collections.tlsops.tikv.plugins.module_utils import _batch
+from ansible_collections.tlsops.tikv.plugins.module_utils._grpc_call import CallResult, call
 from ansible_collections.tlsops.tikv.plugins.module_utils._tls_probe import ProbeConfigError, Target
+
+# The options a target of O(targets) may set for itself (the module-level value applies otherwise).
+TARGET_OWN = ("server_name", "ca_path", "client_cert_path", "client_key_path")
+
+
+def call_one(params, target_params):
+    """One call to one server: the module's return values, ``failures`` included."""
+    target = Target(target_params["host"], target_params["port"], server_name=target_params["server_name"],
+                    ca_path=target_params["ca_path"], client_cert_path=target_params["client_cert_path"],
+                    client_key_path=target_params["client_key_path"], timeout=params["timeout"],
+                    alpn_protocols=["h2"])
+    try:
+        result = call(target, params["method"], tls=params["tls"]).as_dict()
+    except ProbeConfigError as exc:
+        # A local file that cannot be loaded: no call was made.
+        result = CallResult().as_dict()
+        result.update(stage="connect", error="local: %s" % exc)
+        result["failures"] = ["%s: local: %s" % (target.address, exc)]
+        return result
+    failures = []
+    if params["require_accepted"] and result["call_accepted"] is not True:
+        check = "call_refused" if result["call_accepted"] is False else "call"
+        failures.append("%s: %s: %s %s" % (target.address, check, params["method"], result["verdict"]))
+    result["failures"] = failures
+    return result
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            host=dict(type="str", required=True),
-            port=dict(type="int", required=True),
+            host=dict(type="str"),
+            port=dict(type="int"),
+            targets=dict(type="list", elements="dict", options=dict(_batch.ENDPOINT_TARGET_OPTIONS)),
+            parallel=_batch.PARALLEL_SPEC,
             server_name=dict(type="str"),
             tls=dict(type="bool", default=True),
             ca_path=dict(type="path"),
@@ -201,29 +281,20 @@ def main():
             timeout=dict(type="float", default=5.0),
             require_accepted=dict(type="bool", default=True),
         ),
+        required_one_of=[("host", "targets")],
+        mutually_exclusive=[("host", "targets")],
+        required_together=[("host", "port")],
         required_by=dict(client_key_path="client_cert_path"),
         supports_check_mode=True,
     )
     params = module.params
-    if not 0 < params["port"] < 65536:
-        module.fail_json(msg="port must be between 1 and 65535, got %d" % params["port"])
     if not params["method"].startswith("/") or params["method"].count("/") != 2:
         module.fail_json(msg="method must look like /package.Service/Method, got %r" % params["method"])
-    target = Target(params["host"], params["port"], server_name=params["server_name"], ca_path=params["ca_path"],
-                    client_cert_path=params["client_cert_path"], client_key_path=params["client_key_path"],
-                    timeout=params["timeout"], alpn_protocols=["h2"])
-    try:
-        outcome = call(target, params["method"], tls=params["tls"])
-    except ProbeConfigError as exc:
-        module.fail_json(msg="%s: local: %s" % (target.address, exc), failures=["%s: local: %s" % (target.address, exc)])
-    result = outcome.as_dict()
-    failures = []
-    if params["require_accepted"] and result["call_accepted"] is not True:
-        check = "call_refused" if result["call_accepted"] is False else "call"
-        failures.append("%s: %s: %s %s" % (target.address, check, params["method"], result["verdict"]))
-    result["failures"] = failures
-    if failures:
-        module.fail_json(msg="; ".join(failures), changed=False, **result)
+    targets = _batch.endpoint_targets(module, TARGET_OWN)
+    found = _batch.run_all(lambda target: call_one(params, target), targets, params["parallel"])
+    result = _batch.returned(params, targets, found, "failures", ("host", "port", "tag"))
+    if result["failures"]:
+        module.fail_json(msg="; ".join(result["failures"]), changed=False, **result)
     module.exit_json(changed=False, **result)
 
 

@@ -23,7 +23,8 @@ description:
     other over the peer port (for example C(x509: certificate signed by unknown authority) after a peer
     URL migration done in the wrong order) can report every member healthy. This module looks at the
     links themselves."
-  - Run it once per PD member (the links of a member are only in that member's metrics).
+  - Run it once per PD member (the links of a member are only in that member's metrics), or once for
+    every member with O(targets).
   - Read-only; never reports a change.
 author:
   - tlsops.tikv maintainers (@tlsops)
@@ -44,14 +45,35 @@ attributes:
     platforms: posix
 extends_documentation_fragment:
   - tlsops.tikv.pd_client.tls
+  - tlsops.tikv.batch
 options:
   endpoint:
     description:
       - The client endpoint of the PD member to look at, V(host:port) or a URL. The scheme is ignored;
         TLS is used when O(ca_path) is set (as TiKV does).
       - Exactly one member; the module does not move on to another one.
+      - Required unless O(targets) is given; the two exclude each other.
     type: str
-    required: true
+  targets:
+    description:
+      - Many members read in one run instead of O(endpoint), up to O(parallel) at once, so their
+        O(interval)s overlap. The results come back in RV(results), in this order.
+    type: list
+    elements: dict
+    suboptions:
+      endpoint:
+        description: As O(endpoint).
+        type: str
+        required: true
+      tls:
+        description:
+          - Whether to read this member over TLS with O(ca_path), O(client_cert_path) and
+            O(client_key_path). V(false) reads it in plaintext (a client port that does not serve TLS yet).
+        type: bool
+        default: true
+      tag:
+        description: Any value, returned unchanged with this target's result (C(tag) in RV(results)).
+        type: raw
   interval:
     description:
       - Seconds between the two readings of C(/metrics). V(0) takes one reading (then only the gauge
@@ -59,7 +81,7 @@ options:
     type: float
     default: 2
   fail_on_problems:
-    description: Fail when RV(problems) is not empty.
+    description: Fail when RV(problems) is not empty (with O(targets), any target's).
     type: bool
     default: false
 notes:
@@ -89,7 +111,7 @@ EXAMPLES = r"""
 RETURN = r"""
 member:
   description: The member that was read.
-  returned: always
+  returned: without O(targets)
   type: dict
   contains:
     id:
@@ -107,12 +129,12 @@ member:
   sample: {"id": "9b8f130d65c67aa1", "id_decimal": "11209198945811462817", "name": "pd-10.0.1.1-2379"}
 members:
   description: Every member as etcd stores it (IDs, names, peer and client URLs).
-  returned: always
+  returned: without O(targets)
   type: list
   elements: dict
 links:
   description: One entry per other member.
-  returned: always
+  returned: without O(targets)
   type: list
   elements: dict
   contains:
@@ -171,26 +193,41 @@ links:
       returned: always
 has_leader:
   description: C(etcd_server_has_leader) of this member (null when the metric is missing).
-  returned: always
+  returned: without O(targets)
   type: bool
 checked:
   description:
     - Whether the links could be judged at all (the member answered and its metrics have etcd's peer
       metrics, or it is the only member). False means RV(links) proves nothing.
-  returned: always
+  returned: without O(targets)
   type: bool
 problems:
-  description: One line per broken link or per reason the links could not be judged.
+  description:
+    - One line per broken link or per reason the links could not be judged.
+    - With O(targets), those of every target.
   returned: always
   type: list
   elements: str
   sample: ["link pd-10.0.1.1-2379 -> pd-10.0.1.2-2379 (https://10.0.1.2:2380): not active now"]
+results:
+  description:
+    - With O(targets), one entry per target in the order given, each with the return values above and
+      that target's RV(problems), plus C(endpoint) and C(tag) as given.
+  returned: with O(targets)
+  type: list
+  elements: dict
+  sample:
+    - endpoint: 10.0.1.1:2379
+      tag: pd1
+      checked: true
+      problems: []
 """
 
 import time
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.tlsops.tikv.plugins.module_utils import _batch
 from ansible_collections.tlsops.tikv.plugins.module_utils._etcd_metrics import Reading, member_hex, peer_links
 from ansible_collections.tlsops.tikv.plugins.module_utils._pd_client import PD_REQUIRED_TOGETHER, PDClient, PDError, tls_argument_spec
 
@@ -252,26 +289,45 @@ def _text(answer):
     return ""  # JSON is not what /metrics serves
 
 
+def read_member(params, endpoint, tls=True):
+    """The return values for one member (``problems`` included)."""
+    client = PDClient([endpoint], params["ca_path"] if tls else None, params["client_cert_path"] if tls else None,
+                      params["client_key_path"] if tls else None, params["timeout"])
+    try:
+        return read_links(client, params["interval"])
+    except PDError as exc:
+        return dict(member={}, members=[], links=[], has_leader=None, checked=False,
+                    problems=["%s did not answer: %s" % (client.endpoints[0], exc)])
+
+
 def main():
     module = AnsibleModule(
         argument_spec=tls_argument_spec(
-            endpoint=dict(type="str", required=True),
+            endpoint=dict(type="str"),
+            targets=dict(type="list", elements="dict", options=dict(
+                endpoint=dict(type="str", required=True),
+                tls=dict(type="bool", default=True),
+                tag=dict(type="raw"),
+            )),
+            parallel=_batch.PARALLEL_SPEC,
             interval=dict(type="float", default=2.0),
             fail_on_problems=dict(type="bool", default=False),
         ),
         required_together=PD_REQUIRED_TOGETHER,
+        required_one_of=[("endpoint", "targets")],
+        mutually_exclusive=[("endpoint", "targets")],
         supports_check_mode=True,
     )
     params = module.params
     if params["interval"] < 0:
         module.fail_json(msg="interval must be 0 or more seconds, got %g" % params["interval"])
-    client = PDClient([params["endpoint"]], params["ca_path"], params["client_cert_path"],
-                      params["client_key_path"], params["timeout"])
-    try:
-        result = read_links(client, params["interval"])
-    except PDError as exc:
-        result = dict(member={}, members=[], links=[], has_leader=None, checked=False,
-                      problems=["%s did not answer: %s" % (client.endpoints[0], exc)])
+    if _batch.parallel_problem(params["parallel"]):
+        module.fail_json(msg=_batch.parallel_problem(params["parallel"]))
+    targets = params["targets"]
+    if targets is None:
+        targets = [dict(endpoint=params["endpoint"], tls=True)]
+    found = _batch.run_all(lambda t: read_member(params, t["endpoint"], t["tls"]), targets, params["parallel"])
+    result = _batch.returned(params, targets, found, "problems", ("endpoint", "tag"))
     if params["fail_on_problems"] and result["problems"]:
         module.fail_json(msg="; ".join(result["problems"]), changed=False, **result)
     module.exit_json(changed=False, **result)

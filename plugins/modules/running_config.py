@@ -20,6 +20,7 @@ description:
     and O(client_key_path). Without O(ca_path) the call is plaintext.
   - Read-only; never reports a change. An instance that does not answer is reported in RV(problems)
     (and fails the module only with O(fail_on_problems=true)).
+  - With O(targets), many instances are read in one run (one module start instead of one per instance).
 author:
   - tlsops.tikv maintainers (@tlsops)
 attributes:
@@ -39,20 +40,49 @@ attributes:
     platforms: posix
 extends_documentation_fragment:
   - tlsops.tikv.pd_client.tls
+  - tlsops.tikv.batch
 options:
   component:
-    description: What runs at O(endpoint).
+    description:
+      - What runs at O(endpoint).
+      - Required with O(endpoint).
     type: str
-    required: true
     choices: [pd, tikv]
   endpoint:
     description:
       - V(host:port) of the PD client port or the TiKV status port (a URL's scheme is ignored; TLS is
         used when O(ca_path) is set).
+      - Required unless O(targets) is given; the two exclude each other.
     type: str
-    required: true
+  targets:
+    description:
+      - Many instances read in one run instead of O(component) and O(endpoint), up to O(parallel) at once.
+        The results come back in RV(results), in this order.
+    type: list
+    elements: dict
+    suboptions:
+      component:
+        description: What runs at O(targets[].endpoint).
+        type: str
+        required: true
+        choices: [pd, tikv]
+      endpoint:
+        description: As O(endpoint).
+        type: str
+        required: true
+      tls:
+        description:
+          - Whether to call this instance over TLS with O(ca_path), O(client_cert_path) and
+            O(client_key_path). V(false) calls it in plaintext (a port that does not serve TLS yet).
+        type: bool
+        default: true
+      tag:
+        description: Any value, returned unchanged with this target's result (C(tag) in RV(results)).
+        type: raw
   fail_on_problems:
-    description: Fail when RV(problems) is not empty (the instance did not answer, or its TLS settings are partial).
+    description:
+      - Fail when RV(problems) is not empty (the instance did not answer, or its TLS settings are partial).
+      - With O(targets), when any target has a problem.
     type: bool
     default: false
 seealso:
@@ -78,20 +108,20 @@ EXAMPLES = r"""
 RETURN = r"""
 reachable:
   description: Whether the instance answered with a configuration.
-  returned: always
+  returned: without O(targets)
   type: bool
 url:
   description: The URL that was called.
-  returned: always
+  returned: without O(targets)
   type: str
   sample: https://10.0.1.21:20180/config
 config:
   description: The whole configuration as the instance reports it; empty when it did not answer.
-  returned: always
+  returned: without O(targets)
   type: dict
 security:
   description: The TLS settings, in one shape for PD and TiKV.
-  returned: always
+  returned: without O(targets)
   type: dict
   contains:
     ca_path:
@@ -121,18 +151,35 @@ security:
       returned: always
 urls:
   description: PD only, its client and peer URLs (and advertised ones) as configured, each a list.
-  returned: always
+  returned: without O(targets)
   type: dict
   sample: {"client-urls": ["https://10.0.1.1:2379"], "peer-urls": ["https://10.0.1.1:2380"]}
 problems:
-  description: What is wrong (no answer, partial TLS settings), one line each.
+  description:
+    - What is wrong (no answer, partial TLS settings), one line each.
+    - With O(targets), those of every target.
   returned: always
   type: list
   elements: str
+results:
+  description:
+    - With O(targets), one entry per target in the order given, each with the return values above and
+      that target's RV(problems), plus C(component), C(endpoint) and C(tag) as given.
+  returned: with O(targets)
+  type: list
+  elements: dict
+  sample:
+    - component: tikv
+      endpoint: 10.0.1.21:20180
+      tag: tikv1
+      reachable: true
+      url: https://10.0.1.21:20180/config
+      problems: []
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.tlsops.tikv.plugins.module_utils import _batch
 from ansible_collections.tlsops.tikv.plugins.module_utils._pd_client import PD_REQUIRED_TOGETHER, PDClient, PDError, tls_argument_spec
 
 CONFIG_PATHS = {"pd": "/pd/api/v1/config", "tikv": "/config"}
@@ -162,23 +209,12 @@ def urls_of(config):
     return urls
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=tls_argument_spec(
-            component=dict(type="str", required=True, choices=["pd", "tikv"]),
-            endpoint=dict(type="str", required=True),
-            fail_on_problems=dict(type="bool", default=False),
-        ),
-        required_together=PD_REQUIRED_TOGETHER,
-        supports_check_mode=True,
-    )
-    params = module.params
-    component = params["component"]
-    client = PDClient([params["endpoint"]], params["ca_path"], params["client_cert_path"],
-                      params["client_key_path"], params["timeout"])
+def read_config(params, component, endpoint, tls=True):
+    """The return values for one instance (``problems`` included)."""
+    client = PDClient([endpoint], params["ca_path"] if tls else None, params["client_cert_path"] if tls else None,
+                      params["client_key_path"] if tls else None, params["timeout"])
     url = client.endpoints[0] + CONFIG_PATHS[component]
-    result = dict(changed=False, reachable=False, url=url, config={}, security=security_of(component, {}),
-                  urls={}, problems=[])
+    result = dict(reachable=False, url=url, config={}, security=security_of(component, {}), urls={}, problems=[])
     try:
         answer = client.request("GET", CONFIG_PATHS[component])
     except PDError as exc:
@@ -193,9 +229,40 @@ def main():
             result["problems"].append("%s reports partial TLS settings (%s): ca, cert and key must be all set or "
                                       "none" % (url, ", ".join("%s=%r" % (k, result["security"][k])
                                                                for k in ("ca_path", "cert_path", "key_path"))))
+    return result
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=tls_argument_spec(
+            component=dict(type="str", choices=["pd", "tikv"]),
+            endpoint=dict(type="str"),
+            targets=dict(type="list", elements="dict", options=dict(
+                component=dict(type="str", required=True, choices=["pd", "tikv"]),
+                endpoint=dict(type="str", required=True),
+                tls=dict(type="bool", default=True),
+                tag=dict(type="raw"),
+            )),
+            parallel=_batch.PARALLEL_SPEC,
+            fail_on_problems=dict(type="bool", default=False),
+        ),
+        required_together=PD_REQUIRED_TOGETHER + [("component", "endpoint")],
+        required_one_of=[("endpoint", "targets")],
+        mutually_exclusive=[("endpoint", "targets")],
+        supports_check_mode=True,
+    )
+    params = module.params
+    if _batch.parallel_problem(params["parallel"]):
+        module.fail_json(msg=_batch.parallel_problem(params["parallel"]))
+    targets = params["targets"]
+    if targets is None:
+        targets = [dict(component=params["component"], endpoint=params["endpoint"], tls=True)]
+    found = _batch.run_all(lambda t: read_config(params, t["component"], t["endpoint"], t["tls"]), targets,
+                           params["parallel"])
+    result = _batch.returned(params, targets, found, "problems", ("component", "endpoint", "tag"))
     if params["fail_on_problems"] and result["problems"]:
-        module.fail_json(msg="; ".join(result["problems"]), **result)
-    module.exit_json(**result)
+        module.fail_json(msg="; ".join(result["problems"]), changed=False, **result)
+    module.exit_json(changed=False, **result)
 
 
 if __name__ == "__main__":

@@ -51,14 +51,52 @@ options:
   host:
     description:
       - Address or name to connect to.
+      - Required unless O(targets) is given; the two exclude each other.
     type: str
-    required: true
   port:
     description:
       - TCP port, for example C(2379) (PD client), C(2380) (PD peer), C(20160) (TiKV gRPC) or C(20180)
         (TiKV status).
+      - Required with O(host).
     type: int
-    required: true
+  targets:
+    description:
+      - Many endpoints probed in one run instead of O(host) and O(port), each with the checks the other
+        options ask for, up to O(parallel) at once. The results come back in RV(results), in this order.
+      - A target's own O(targets[].server_name), O(targets[].ca_path), O(targets[].client_cert_path),
+        O(targets[].client_key_path) and O(targets[].require_client_cert) replace the options of the same
+        name for it; where it leaves them out, those options apply.
+    type: list
+    elements: dict
+    suboptions:
+      host:
+        description: Address or name to connect to.
+        type: str
+        required: true
+      port:
+        description: TCP port.
+        type: int
+        required: true
+      server_name:
+        description: As O(server_name); defaults to this target's O(targets[].host).
+        type: str
+      ca_path:
+        description: As O(ca_path).
+        type: path
+      client_cert_path:
+        description: As O(client_cert_path).
+        type: path
+      client_key_path:
+        description: As O(client_key_path).
+        type: path
+      require_client_cert:
+        description: As O(require_client_cert).
+        type: bool
+      tag:
+        description:
+          - Any value, returned unchanged with this target's result (C(tag) in RV(results)) to tell the
+            results apart, for example the instance and channel.
+        type: raw
   server_name:
     description:
       - Name sent as SNI and checked against the certificate's subject alternative names.
@@ -128,6 +166,8 @@ options:
     description:
       - Fail if the served certificate expires in fewer than this many days (or has expired).
     type: int
+extends_documentation_fragment:
+  - tlsops.tikv.batch
 notes:
   - TiKV and PD have no setting for protocol versions or ciphers; use O(min_protocol) and the returned
     RV(protocol) and RV(cipher) to audit what each port negotiates.
@@ -200,24 +240,24 @@ protocol:
   description:
     - Protocol version negotiated by the first handshake that completed (the verified one when it
       succeeded, else the one with verification off). Null when no handshake completed.
-  returned: always
+  returned: without O(targets)
   type: str
   sample: TLSv1.3
 cipher:
   description: Cipher suite negotiated by that handshake; null when no handshake completed.
-  returned: always
+  returned: without O(targets)
   type: str
   sample: TLS_AES_256_GCM_SHA384
 alpn:
   description: ALPN protocol the server selected; null when none was selected.
-  returned: always
+  returned: without O(targets)
   type: str
   sample: h2
 chain_verified:
   description:
     - Whether the served chain verifies against O(ca_path) (or the system trust store).
     - Null when no handshake got as far as the server's certificate.
-  returned: always
+  returned: without O(targets)
   type: bool
   sample: true
 hostname_verified:
@@ -225,7 +265,7 @@ hostname_verified:
     - Whether the certificate's SANs match O(server_name).
     - When the chain does not verify this is computed from the served certificate's SANs (needs
       C(cryptography), else null). Null when no handshake got as far as the certificate.
-  returned: always
+  returned: without O(targets)
   type: bool
   sample: true
 client_cert_required:
@@ -233,7 +273,7 @@ client_cert_required:
     - Whether the server refused a client presenting no certificate. Null when not tested
       (O(require_client_cert) false), when the server could not be reached, or when it could not be
       told (then RV(failures) says why).
-  returned: always
+  returned: without O(targets)
   type: bool
   sample: true
 plaintext_refused:
@@ -242,12 +282,12 @@ plaintext_refused:
       (O(require_plaintext_refused) false) or when the server could not be reached.
     - Independent of the TLS handshake, so a plaintext server shows up as V(false) here and as a
       C(handshake) failure.
-  returned: always
+  returned: without O(targets)
   type: bool
   sample: true
 weak_protocols_accepted:
   description: Protocol versions below O(min_protocol) that the server accepted. Empty when not tested.
-  returned: always
+  returned: without O(targets)
   type: list
   elements: str
   sample: ["TLSv1.1"]
@@ -255,7 +295,7 @@ untested_protocols:
   description:
     - Protocol versions below O(min_protocol) that could not be tried (the local OpenSSL cannot offer
       them, or the server could not be reached). Each comes with a warning saying why.
-  returned: always
+  returned: without O(targets)
   type: list
   elements: str
   sample: []
@@ -263,14 +303,14 @@ handshake_ms:
   description:
     - Duration of that TLS handshake (after the TCP connect) in milliseconds; null when no handshake
       completed.
-  returned: always
+  returned: without O(targets)
   type: float
   sample: 3.41
 peer_cert:
   description:
     - The certificate the server presented (the leaf), null when no certificate was seen.
     - Without the Python library C(cryptography) only some fields are filled and C(details) says so.
-  returned: always
+  returned: without O(targets)
   type: dict
   contains:
     subject_cn:
@@ -327,25 +367,66 @@ peer_cert:
 failures:
   description:
     - "One message per unmet expectation, C(<host>:<port>: <check>: <what>). Empty on success."
+    - With O(targets), those of every target.
   returned: always
   type: list
   elements: str
   sample:
     - "10.0.1.11:2379: chain: certificate verify failed: unable to get local issuer certificate (CA /etc/tikv-tls/ca.crt)"
+results:
+  description:
+    - With O(targets), one entry per target in the order given, each with the return values above
+      (RV(protocol), RV(cipher), RV(alpn), RV(chain_verified), RV(hostname_verified),
+      RV(client_cert_required), RV(plaintext_refused), RV(weak_protocols_accepted),
+      RV(untested_protocols), RV(handshake_ms), RV(peer_cert) and that target's RV(failures)), plus
+      C(host), C(port) and C(tag) as given.
+  returned: with O(targets)
+  type: list
+  elements: dict
+  sample:
+    - host: 10.0.1.11
+      port: 2379
+      tag: {"instance": "pd1", "channel": "pd_client"}
+      protocol: TLSv1.3
+      chain_verified: true
+      failures: []
 """
 
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.tlsops.tikv.plugins.module_utils import _tls_probe
+from ansible_collections.tlsops.tikv.plugins.module_utils import _batch, _tls_probe
+
+# The options a target of O(targets) may set for itself (the module-level value applies otherwise).
+TARGET_OWN = ("server_name", "ca_path", "client_cert_path", "client_key_path", "require_client_cert")
+
+
+def probe(params, target_params):
+    """Every check the options ask for on one endpoint: (the module's return values, warnings)."""
+    target = _tls_probe.Target(
+        host=target_params["host"], port=target_params["port"], server_name=target_params["server_name"],
+        ca_path=target_params["ca_path"], client_cert_path=target_params["client_cert_path"],
+        client_key_path=target_params["client_key_path"], timeout=params["timeout"],
+        alpn_protocols=params["alpn_protocols"])
+    result, notes = _tls_probe.run_checks(
+        target,
+        require_client_cert=target_params["require_client_cert"],
+        require_plaintext_refused=params["require_plaintext_refused"],
+        min_protocol=params["min_protocol"],
+        min_days_valid=params["min_days_valid"],
+    )
+    return result, ["%s: %s" % (target.address, note) for note in notes]
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            host=dict(type="str", required=True),
-            port=dict(type="int", required=True),
+            host=dict(type="str"),
+            port=dict(type="int"),
+            targets=dict(type="list", elements="dict",
+                         options=dict(_batch.ENDPOINT_TARGET_OPTIONS, require_client_cert=dict(type="bool"))),
+            parallel=_batch.PARALLEL_SPEC,
             server_name=dict(type="str"),
             ca_path=dict(type="path"),
             client_cert_path=dict(type="path"),
@@ -357,12 +438,14 @@ def main():
             min_protocol=dict(type="str", choices=list(_tls_probe.PROTOCOLS)),
             min_days_valid=dict(type="int"),
         ),
+        required_one_of=[("host", "targets")],
+        mutually_exclusive=[("host", "targets")],
+        required_together=[("host", "port")],
         required_by=dict(client_key_path="client_cert_path"),
         supports_check_mode=True,
     )
     params = module.params
-    if not 0 < params["port"] < 65536:
-        module.fail_json(msg="port must be between 1 and 65535, got %d" % params["port"])
+    targets = _batch.endpoint_targets(module, TARGET_OWN)
     if params["timeout"] <= 0:
         module.fail_json(msg="timeout must be positive, got %s" % params["timeout"])
     if params["min_days_valid"] is not None and not _tls_probe.HAS_CRYPTOGRAPHY:
@@ -370,25 +453,14 @@ def main():
                                                   "for min_days_valid"),
                          exception=_tls_probe.CRYPTOGRAPHY_IMPORT_ERROR)
 
-    target = _tls_probe.Target(
-        host=params["host"], port=params["port"], server_name=params["server_name"],
-        ca_path=params["ca_path"], client_cert_path=params["client_cert_path"],
-        client_key_path=params["client_key_path"], timeout=params["timeout"],
-        alpn_protocols=params["alpn_protocols"])
     try:
-        result, notes = _tls_probe.run_checks(
-            target,
-            require_client_cert=params["require_client_cert"],
-            require_plaintext_refused=params["require_plaintext_refused"],
-            min_protocol=params["min_protocol"],
-            min_days_valid=params["min_days_valid"],
-        )
+        found = _batch.run_all(lambda target: probe(params, target), targets, params["parallel"])
     except Exception as exc:  # a bug in the probe must still end in a readable failure
-        module.fail_json(msg="%s: unexpected error while probing: %s" % (target.address, exc),
-                         exception=traceback.format_exc())
-
-    for note in notes:
-        module.warn("%s: %s" % (target.address, note))
+        module.fail_json(msg="unexpected error while probing: %s" % exc, exception=traceback.format_exc())
+    for result, notes in found:
+        for note in notes:
+            module.warn(note)
+    result = _batch.returned(params, targets, [result for result, notes in found], "failures", ("host", "port", "tag"))
     if result["failures"]:
         module.fail_json(msg="; ".join(result["failures"]), changed=False, **result)
     module.exit_json(changed=False, **result)

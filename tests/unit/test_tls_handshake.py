@@ -14,6 +14,7 @@ import pytest
 import yaml
 from ansible.module_utils.testing import patch_module_args
 
+from ansible_collections.tlsops.tikv.plugins.doc_fragments import batch as batch_fragment
 from ansible_collections.tlsops.tikv.plugins.module_utils import _tls_probe
 from ansible_collections.tlsops.tikv.plugins.modules import tls_handshake
 from tls_servers import PKI, PlainHTTPServer, TLSServer, closed_port
@@ -25,6 +26,7 @@ VENV_BIN = os.path.join(REPO, ".venv", "bin")
 RETURN_KEYS = {"protocol", "cipher", "alpn", "chain_verified", "hostname_verified", "client_cert_required",
                "plaintext_refused", "weak_protocols_accepted", "untested_protocols", "handshake_ms", "peer_cert",
                "failures"}
+SINGLE_KEYS = RETURN_KEYS  # what a run without targets returns
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +89,8 @@ def _captured_spec():
 
 def test_documentation_matches_argument_spec():
     doc = yaml.safe_load(tls_handshake.DOCUMENTATION)
+    assert doc["extends_documentation_fragment"] == ["tlsops.tikv.batch"]
+    doc["options"].update(yaml.safe_load(batch_fragment.ModuleDocFragment.DOCUMENTATION)["options"])
     captured = _captured_spec()
     spec = captured["argument_spec"]
     assert captured["supports_check_mode"] is True
@@ -102,7 +106,15 @@ def test_documentation_matches_argument_spec():
     assert spec["min_protocol"]["choices"] == ["TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"]
     assert doc["attributes"]["check_mode"]["support"] == "full"
     assert doc["attributes"]["diff_mode"]["support"] == "none"
-    assert set(yaml.safe_load(tls_handshake.RETURN)) == RETURN_KEYS
+    assert set(yaml.safe_load(tls_handshake.RETURN)) == RETURN_KEYS | {"results"}
+    suboptions = doc["options"]["targets"]["suboptions"]
+    assert set(suboptions) == set(spec["targets"]["options"])
+    for name, opt in spec["targets"]["options"].items():
+        assert suboptions[name]["type"] == opt["type"], name
+        assert suboptions[name].get("required", False) == opt.get("required", False), name
+    # Every option a target may set for itself exists at the module level too, with the same type.
+    for name in tls_handshake.TARGET_OWN:
+        assert spec["targets"]["options"][name]["type"] == spec[name]["type"], name
     examples = yaml.safe_load(tls_handshake.EXAMPLES)
     assert all(any(k.startswith("tlsops.tikv.") or k.startswith("ansible.builtin.") for k in task) for task in examples)
 
@@ -172,6 +184,67 @@ def test_min_days_valid_needs_cryptography(pki, mtls13, capsys, monkeypatch):
 def test_bad_arguments(pki, capsys, args, text):
     rc, out = run_module(dict(good_args(pki, 443), **args), capsys)
     assert rc == 1 and text in out["msg"]
+
+
+# --- many targets in one run ---------------------------------------------------------------------
+
+
+def test_targets_are_probed_in_one_run_in_order_with_their_own_settings(pki, mtls13, capsys):
+    with TLSServer(pki.server_cert, pki.server_key, ca=pki.ca_path, client_auth="none",
+                   versions=("TLSv1_2", "TLSv1_3")) as open_server:
+        targets = [
+            dict(host="127.0.0.1", port=mtls13.port, tag={"instance": "a", "channel": "grpc"}),
+            dict(host="127.0.0.1", port=open_server.port, require_client_cert=False, tag="b"),
+            dict(host="127.0.0.1", port=mtls13.port, ca_path=pki.foreign_ca_path, tag=["c"]),
+            dict(host="127.0.0.1", port=open_server.port, tag="d"),
+        ]
+        args = dict(good_args(pki, None, require_client_cert=True, targets=targets, parallel=2))
+        del args["host"], args["port"]
+        rc, out = run_module(args, capsys)
+    assert rc == 1 and out["changed"] is False
+    results = out["results"]
+    assert [r["tag"] for r in results] == [{"instance": "a", "channel": "grpc"}, "b", ["c"], "d"]
+    assert [r["port"] for r in results] == [mtls13.port, open_server.port, mtls13.port, open_server.port]
+    assert all(SINGLE_KEYS <= set(r) for r in results)
+    # a: the module-level expectations; b: its own require_client_cert=false, so nothing is asked
+    assert results[0]["failures"] == [] and results[0]["client_cert_required"] is True
+    assert results[1]["failures"] == [] and results[1]["client_cert_required"] is None
+    # c: its own CA does not verify the server; d: the module-level require_client_cert finds the open door
+    assert [f.split(": ")[1] for f in results[2]["failures"]] == ["chain"]
+    assert results[3]["client_cert_required"] is False
+    assert [f.split(": ")[1] for f in results[3]["failures"]] == ["require_client_cert"]
+    # The module's failures are every target's, each naming its endpoint.
+    assert out["failures"] == results[2]["failures"] + results[3]["failures"]
+    assert out["msg"] == "; ".join(out["failures"])
+    assert "protocol" not in out
+
+
+def test_targets_all_passing_exit_cleanly(pki, mtls13, capsys):
+    args = dict(good_args(pki, None, targets=[dict(host="127.0.0.1", port=mtls13.port, tag=i) for i in range(5)]))
+    del args["host"], args["port"]
+    rc, out = run_module(args, capsys, check_mode=True)
+    assert rc == 0 and out["failures"] == []
+    assert [r["tag"] for r in out["results"]] == list(range(5))
+    assert all(r["protocol"] == "TLSv1.3" for r in out["results"])
+
+
+ONE_TARGET = [dict(host="127.0.0.1", port=443)]
+
+
+@pytest.mark.parametrize("args,text", [
+    (dict(host="127.0.0.1", port=443, targets=ONE_TARGET), "parameters are mutually exclusive: host|targets"),
+    (dict(), "one of the following is required: host, targets"),
+    (dict(host="127.0.0.1"), "parameters are required together: host, port"),
+    (dict(targets=ONE_TARGET, parallel=0), "parallel must be between 1 and 64"),
+    (dict(targets=[dict(host="127.0.0.1", port=70000)]), "127.0.0.1: port must be between 1 and 65535"),
+    (dict(targets=[dict(host="127.0.0.1")]), "missing required arguments: port found in targets"),
+    (dict(targets=[dict(host="127.0.0.1", port=443, client_key_path="/k")], client_key_path=None, client_cert_path=None),
+     "127.0.0.1:443: client_key_path needs client_cert_path"),
+])
+def test_bad_target_arguments(pki, capsys, args, text):
+    base = dict(ca_path=pki.ca_path, client_cert_path=pki.client_cert, client_key_path=pki.client_key, timeout=2)
+    rc, out = run_module(dict(base, **args), capsys)
+    assert rc == 1 and text in out["msg"], out["msg"]
 
 
 # --- end to end through ansible -------------------------------------------------------------------

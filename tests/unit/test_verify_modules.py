@@ -159,3 +159,67 @@ def test_grpc_call_module(pki, capsys):
         server.stop(None)
     code, bad = run(grpc_call, dict(host="127.0.0.1", port=1, method="KvGet"), capsys)
     assert code == 1 and "method must look like" in bad["msg"]
+
+
+# --- many targets in one run (what the verify and rotate roles use) ---------------------------------
+
+
+def test_running_config_reads_many_instances_in_one_run(fake_pd, capsys):
+    targets = [dict(component="pd", endpoint=fake_pd, tag={"instance": "pd1"}),
+               dict(component="tikv", endpoint=fake_pd, tls=False, tag="tikv1"),
+               dict(component="tikv", endpoint="127.0.0.1:1", tag="tikv2")]
+    out = three_runs(running_config, dict(targets=targets, timeout=1, parallel=2), capsys)
+    results = out["results"]
+    assert [r["tag"] for r in results] == [{"instance": "pd1"}, "tikv1", "tikv2"]
+    assert [r["component"] for r in results] == ["pd", "tikv", "tikv"]
+    assert results[0]["security"]["cert_allowed_cn"] == ["pd"] and results[0]["problems"] == []
+    assert results[1]["security"]["partial"] is True and results[1]["url"].startswith("http://")
+    assert results[2]["reachable"] is False
+    assert out["problems"] == results[1]["problems"] + results[2]["problems"] and len(out["problems"]) == 2
+    code, failed = run(running_config, dict(targets=targets, timeout=1, fail_on_problems=True), capsys)
+    assert code == 1 and "did not answer" in failed["msg"] and "partial TLS settings" in failed["msg"]
+    code, both = run(running_config, dict(targets=targets, component="pd", endpoint=fake_pd), capsys)
+    assert code == 1 and "mutually exclusive: endpoint|targets" in both["msg"]
+
+
+def test_pd_peer_links_reads_many_members_in_one_run(fake_pd, capsys):
+    FakePD.metrics = ['etcd_network_active_peers{Local="9b8f130d65c67aa1",Remote="34953a4aa11a90f1"} 1\n'
+                      "etcd_server_has_leader 1\n"]
+    targets = [dict(endpoint=fake_pd, tag="pd1"), dict(endpoint="127.0.0.1:1", tls=False, tag="pd2")]
+    out = three_runs(pd_peer_links, dict(targets=targets, interval=0.2, timeout=1), capsys)
+    first, second = out["results"]
+    assert (first["tag"], first["checked"], first["problems"]) == ("pd1", True, [])
+    assert first["links"][0]["remote_name"] == "pd2" and first["links"][0]["ok"] is True
+    assert second["tag"] == "pd2" and second["checked"] is False
+    assert out["problems"] == second["problems"] and "did not answer" in out["problems"][0]
+    code, bad = run(pd_peer_links, dict(targets=targets, parallel=65), capsys)
+    assert code == 1 and "parallel must be between 1 and 64" in bad["msg"]
+
+
+def test_grpc_call_calls_many_servers_in_one_run(pki, capsys):
+    server, port = start_grpc(pki, allowed=["tikv"])
+    try:
+        allowed_cert, allowed_key = pki.leaf("allowed-batch", "tikv", ["127.0.0.1"])
+        targets = [dict(host="127.0.0.1", port=port, client_cert_path=allowed_cert, client_key_path=allowed_key,
+                        tag="as tikv"),
+                   dict(host="127.0.0.1", port=port, tag="as the client")]
+        args = dict(targets=targets, ca_path=pki.ca_path, client_cert_path=pki.client_cert,
+                    client_key_path=pki.client_key, timeout=3)
+        code, out = run(grpc_call, args, capsys)
+        assert code == 1
+        accepted, refused = out["results"]
+        assert (accepted["tag"], accepted["call_accepted"], accepted["failures"]) == ("as tikv", True, [])
+        assert (refused["tag"], refused["call_accepted"]) == ("as the client", False)
+        assert out["failures"] == refused["failures"] and "call_refused" in out["failures"][0]
+        reported = three_runs(grpc_call, dict(args, require_accepted=False), capsys)
+        assert [r["call_accepted"] for r in reported["results"]] == [True, False] and reported["failures"] == []
+    finally:
+        server.stop(None)
+
+
+@pytest.mark.parametrize("module,problems_key", [(running_config, "problems"), (pd_peer_links, "problems"),
+                                                 (grpc_call, "failures")])
+def test_an_empty_list_of_targets_reads_nothing(module, problems_key, capsys):
+    # The roles pass every instance whose port answered: on a cluster that is all down that is no one.
+    out = three_runs(module, dict(targets=[]), capsys)
+    assert out["results"] == [] and out[problems_key] == []
