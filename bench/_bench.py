@@ -239,9 +239,11 @@ class Run:
         return self.returncode == 0
 
     def excerpt(self, chars: int = 3000) -> str:
-        """What failed (the fatal lines and the audit's failures, which come before the recap) and the end."""
+        """What failed (the fatal lines with their messages and the audit's failures, which come before the
+        recap) and the end."""
         causes = [line for line in self.output.splitlines()
-                  if line.startswith("fatal:") or "FAILED!" in line or line.lstrip().startswith(("- ", "\"failures"))]
+                  if line.startswith("fatal:") or "FAILED!" in line or '"msg":' in line
+                  or line.lstrip().startswith(("- ", "\"failures"))]
         head = "\n".join(causes)[:chars]
         return (head + "\n...\n" if head else "") + self.output[-chars:]
 
