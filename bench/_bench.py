@@ -283,6 +283,13 @@ INCLUDE_ACTIONS = {"ansible.builtin.include_tasks", "include_tasks", "ansible.bu
                    "ansible.builtin.import_tasks", "ansible.builtin.import_role", "meta", "ansible.builtin.meta"}
 
 
+# Tasks that run no module (the worker templates and decides on the controller).
+LIGHT_ACTIONS = INCLUDE_ACTIONS | {"ansible.builtin.set_fact", "set_fact", "ansible.builtin.assert", "assert",
+                                   "ansible.builtin.debug", "debug", "ansible.builtin.fail", "fail",
+                                   "ansible.builtin.validate_argument_spec", "validate_argument_spec",
+                                   "ansible.builtin.add_host", "add_host", "ansible.builtin.group_by", "group_by"}
+
+
 def wait_reason(task: dict[str, Any]) -> str | None:
     """Why a task counts as waiting on the cluster, or None (controller time)."""
     action, name = task.get("action") or "", task.get("name") or ""
@@ -328,13 +335,28 @@ def profile(run: Run, instances: int) -> dict[str, Any]:
         entry["wall"] += row["wall"]
         entry["count"] += 1
     top = sorted(by_name.values(), key=lambda e: -e["wall"])[:15]
+    # What the controller's time is made of, by the kind of task (waiting tasks left out): a task that runs
+    # a module on every host costs Ansible a module start per host, a light one (set_fact, assert, include)
+    # a worker per host; once-per-run tasks cost that once (overhead.py compares this with a calibration).
+    mix = {"per_host_module": 0, "per_host_module_host_runs": 0, "per_host_light": 0, "per_host_light_host_runs": 0,
+           "once_module": 0, "once_light": 0}
+    for row in rows:
+        if row["wait"] or not row["hosts_ran"]:
+            continue
+        light = (row["action"] or "") in LIGHT_ACTIONS
+        if row["hosts_ran"] > 1:
+            key = "per_host_light" if light else "per_host_module"
+            mix[key] += 1
+            mix[key + "_host_runs"] += row["hosts_ran"]
+        else:
+            mix["once_light" if light else "once_module"] += 1
     wait_kinds: dict[str, float] = {}
     for row in rows:
         if row["wait"]:
             wait_kinds[row["wait"]] = wait_kinds.get(row["wait"], 0.0) + row["wall"]
     return {"wall": round(run.wall, 2), "wait": round(wait, 2), "overhead": round(overhead, 2),
             "instances": instances, "overhead_per_instance": round(overhead / instances, 3) if instances else None,
-            "tasks": len(rows), "tasks_that_ran": sum(1 for r in rows if r["hosts_ran"]),
+            "tasks": len(rows), "tasks_that_ran": sum(1 for r in rows if r["hosts_ran"]), "task_mix": mix,
             "startup": round(startup + outside, 2),
             "wait_by_kind": {k: round(v, 2) for k, v in sorted(wait_kinds.items(), key=lambda kv: -kv[1])},
             "top_tasks": [dict(e, wall=round(e["wall"], 2)) for e in top]}
@@ -494,14 +516,13 @@ class Probe:
             channel.close()
 
     def wait_ok(self, timeout: float, since: float = 0.0) -> float | None:
-        """Block until a sample taken after `since` is ok; its time, or None after `timeout`."""
+        """Block until a sample taken after `since` is ok; the time of the first such sample, or None after
+        `timeout`."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for sample in reversed(self.samples):
-                if sample.at < since:
-                    break
-                if sample.ok:
-                    return sample.at
+            good = next((s.at for s in list(self.samples) if s.at >= since and s.ok), None)
+            if good is not None:
+                return good
             time.sleep(self.interval / 2)
         return None
 

@@ -25,9 +25,11 @@ from .layout import Instance, Lab
 T = TypeVar("T")
 
 STATE_FILE = "lab.json"
-# How long `service start` watches a new process before calling it started. A stand-in that refuses
-# its config exits within its Python start-up (0.2 s idle, up to ~0.8 s on a loaded 2-core box);
-# 2 s leaves margin and stays below the 3 s the slow-start fault test uses.
+# How long `service start` watches a new process before calling it started, unless it listens on all
+# its ports sooner (then it got past its config checks: start returns at once, as TiUP's start returns
+# once the port is up). A stand-in that refuses its config exits within its Python start-up (0.2 s idle,
+# up to ~0.8 s on a loaded 2-core box) without binding anything; 2 s leaves margin and stays below the 3 s
+# the slow-start fault test uses (a slow start binds nothing before its delay, so start returns after 2 s).
 START_SETTLE_SECONDS = 2.0
 STOP_GRACE_SECONDS = 10.0
 KILL_WAIT_SECONDS = 5.0
@@ -224,8 +226,9 @@ def kill_leftovers(inst: Instance) -> None:
 def start(root: str, names: list[str], settle: float = START_SETTLE_SECONDS) -> list[str]:
     """Start the named instances together (PDs need each other for the first election).
 
-    Returns the names that were already running. Raises ServiceError, with every failed instance's
-    log tail, when one is not alive after `settle` seconds."""
+    Returns the names that were already running, as soon as every started instance listens on all its
+    ports, or after `settle` seconds. Raises ServiceError, with every failed instance's log tail, when one
+    exited by then."""
     already: list[str] = []
     with locked_lab(root) as lab:
         for name in names:
@@ -237,12 +240,35 @@ def start(root: str, names: list[str], settle: float = START_SETTLE_SECONDS) -> 
                 spawn(inst)
     if len(already) == len(names):
         return already
-    time.sleep(settle)
+    started = [n for n in names if n not in already]
+    deadline = time.monotonic() + settle
+    while time.monotonic() < deadline:
+        lab = load_lab(root)
+        if any(not is_running(lab.instance(n)) for n in started):
+            break
+        listening = listening_ports()
+        if all(set(lab.instance(n).ports.values()) <= listening for n in started):
+            return already
+        time.sleep(POLL_SECONDS / 2)
     lab = load_lab(root)
     dead = [lab.instance(n) for n in names if n not in already and not is_running(lab.instance(n))]
     if dead:
         raise ServiceError("\n".join(f"{inst.name}: exited during start\n{log_tail(inst)}" for inst in dead))
     return already
+
+
+def listening_ports() -> set[int]:
+    """TCP ports something listens on in this network namespace (/proc/net/tcp and tcp6, state 0A).
+    Read, not probed: a connection to a TLS port would make the server log a failed handshake."""
+    ports = set()
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            with open(path, encoding="ascii") as fh:
+                for line in fh.readlines()[1:]:
+                    fields = line.split()
+                    if len(fields) > 3 and fields[3] == "0A":
+                        ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
 
 
 def stop(root: str, names: list[str], grace: float = STOP_GRACE_SECONDS) -> None:

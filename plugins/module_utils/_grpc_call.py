@@ -306,6 +306,31 @@ def call(target, method, tls=True, payload=b"", now=time.monotonic):
     return result
 
 
+def is_method(method):
+    """Whether ``method`` is a full gRPC method name, /<package>.<service>/<method>."""
+    return method.startswith("/") and method.count("/") == 2 and "" not in method[1:].split("/")
+
+
+def checked_call(target, method, tls=True, require_accepted=True):
+    """call() as a module reports it: its return values plus ``failures`` (a local file that cannot be
+    loaded, or, with ``require_accepted``, a call the server did not run). Shared by the grpc_call
+    module and tls_handshake's O(grpc_method)."""
+    try:
+        result = call(target, method, tls=tls).as_dict()
+    except ProbeConfigError as exc:
+        # A local file that cannot be loaded: no call was made.
+        result = CallResult().as_dict()
+        result.update(stage="connect", error="local: %s" % exc)
+        result["failures"] = ["%s: local: %s" % (target.address, exc)]
+        return result
+    failures = []
+    if require_accepted and result["call_accepted"] is not True:
+        check = "call_refused" if result["call_accepted"] is False else "call"
+        failures.append("%s: %s: %s %s" % (target.address, check, method, result["verdict"]))
+    result["failures"] = failures
+    return result
+
+
 def _exchange(sock, target, method, payload, tls, result, now):
     request = [(":method", "POST"), (":scheme", "https" if tls else "http"), (":path", method),
                (":authority", "%s:%d" % (target.http_host, target.port)),

@@ -236,8 +236,8 @@ results:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.tlsops.tikv.plugins.module_utils import _batch
-from ansible_collections.tlsops.tikv.plugins.module_utils._grpc_call import CallResult, call
-from ansible_collections.tlsops.tikv.plugins.module_utils._tls_probe import ProbeConfigError, Target
+from ansible_collections.tlsops.tikv.plugins.module_utils._grpc_call import checked_call, is_method
+from ansible_collections.tlsops.tikv.plugins.module_utils._tls_probe import Target
 
 # The options a target of O(targets) may set for itself (the module-level value applies otherwise).
 TARGET_OWN = ("server_name", "ca_path", "client_cert_path", "client_key_path")
@@ -249,20 +249,7 @@ def call_one(params, target_params):
                     ca_path=target_params["ca_path"], client_cert_path=target_params["client_cert_path"],
                     client_key_path=target_params["client_key_path"], timeout=params["timeout"],
                     alpn_protocols=["h2"])
-    try:
-        result = call(target, params["method"], tls=params["tls"]).as_dict()
-    except ProbeConfigError as exc:
-        # A local file that cannot be loaded: no call was made.
-        result = CallResult().as_dict()
-        result.update(stage="connect", error="local: %s" % exc)
-        result["failures"] = ["%s: local: %s" % (target.address, exc)]
-        return result
-    failures = []
-    if params["require_accepted"] and result["call_accepted"] is not True:
-        check = "call_refused" if result["call_accepted"] is False else "call"
-        failures.append("%s: %s: %s %s" % (target.address, check, params["method"], result["verdict"]))
-    result["failures"] = failures
-    return result
+    return checked_call(target, params["method"], tls=params["tls"], require_accepted=params["require_accepted"])
 
 
 def main():
@@ -288,7 +275,7 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    if not params["method"].startswith("/") or params["method"].count("/") != 2:
+    if not is_method(params["method"]):
         module.fail_json(msg="method must look like /package.Service/Method, got %r" % params["method"])
     targets = _batch.endpoint_targets(module, TARGET_OWN)
     found = _batch.run_all(lambda target: call_one(params, target), targets, params["parallel"])

@@ -24,6 +24,11 @@ description:
     The module fails when RV(failures) is not empty and still returns every value it found.
   - When the chain does not verify, a second handshake with verification switched off reads the
     served certificate, so RV(peer_cert) shows what the server actually presents.
+  - With O(grpc_method) (or a target's O(targets[].grpc_method)), the probe also makes that one unary
+    gRPC call with the same client certificate, as the M(tlsops.tikv.grpc_call) module does, and returns
+    its outcome in RV(grpc_call). TiKV checks its C(cert-allowed-cn) on every call, not in the handshake,
+    so only a call proves the caller's CN is admitted; making it in the same run saves a second module
+    run on every host that probes its peers.
   - Read-only; never reports a change. Runs on the controller or on any host it is delegated to
     (for example a TiKV host probing a peer with that host's own certificate).
 author:
@@ -64,8 +69,8 @@ options:
       - Many endpoints probed in one run instead of O(host) and O(port), each with the checks the other
         options ask for, up to O(parallel) at once. The results come back in RV(results), in this order.
       - A target's own O(targets[].server_name), O(targets[].ca_path), O(targets[].client_cert_path),
-        O(targets[].client_key_path) and O(targets[].require_client_cert) replace the options of the same
-        name for it; where it leaves them out, those options apply.
+        O(targets[].client_key_path), O(targets[].require_client_cert) and O(targets[].grpc_method) replace
+        the options of the same name for it; where it leaves them out, those options apply.
     type: list
     elements: dict
     suboptions:
@@ -92,6 +97,9 @@ options:
       require_client_cert:
         description: As O(require_client_cert).
         type: bool
+      grpc_method:
+        description: As O(grpc_method).
+        type: str
       tag:
         description:
           - Any value, returned unchanged with this target's result (C(tag) in RV(results)) to tell the
@@ -132,6 +140,14 @@ options:
     type: list
     elements: str
     default: ["h2", "http/1.1"]
+  grpc_method:
+    description:
+      - After the checks, make one unary gRPC call of this method (C(/<package>.<service>/<method>), for
+        example V(/tikvpb.Tikv/KvGet), an empty read that changes nothing) over TLS with the same CA and
+        client certificate, and return its outcome in RV(grpc_call). Never name a method that writes.
+      - A call the server did not run adds its message to the C(failures) of RV(grpc_call) and to the
+        top-level RV(failures).
+    type: str
   require_client_cert:
     description:
       - Also connect without a client certificate and fail if the server accepts that connection.
@@ -364,10 +380,21 @@ peer_cert:
       type: str
       returned: when C(cryptography) is missing or cannot parse the certificate
       sample: "partial: the Python library cryptography is not installed (key_type unknown)"
+grpc_call:
+  description:
+    - With O(grpc_method), the call's outcome, with the return values of M(tlsops.tikv.grpc_call)
+      (C(call_accepted), C(verdict), C(grpc_status), C(grpc_status_name), C(grpc_message), C(http_status),
+      C(response_bytes), C(protocol), C(cipher), C(alpn), C(stage), C(error), C(undecodable_headers)) and
+      its own C(failures) (a call the server did not run, or local files that cannot be loaded).
+  returned: with O(grpc_method) (without O(targets)); in RV(results), for each target that has one
+  type: dict
+  sample: {"call_accepted": true, "grpc_status": 0, "stage": "done", "failures": []}
 failures:
   description:
     - "One message per unmet expectation, C(<host>:<port>: <check>: <what>). Empty on success."
     - With O(targets), those of every target.
+    - Includes those of RV(grpc_call) (an entry of RV(results) keeps them in its C(grpc_call) only, so
+      its own C(failures) are the handshake checks').
   returned: always
   type: list
   elements: str
@@ -378,8 +405,8 @@ results:
     - With O(targets), one entry per target in the order given, each with the return values above
       (RV(protocol), RV(cipher), RV(alpn), RV(chain_verified), RV(hostname_verified),
       RV(client_cert_required), RV(plaintext_refused), RV(weak_protocols_accepted),
-      RV(untested_protocols), RV(handshake_ms), RV(peer_cert) and that target's RV(failures)), plus
-      C(host), C(port) and C(tag) as given.
+      RV(untested_protocols), RV(handshake_ms), RV(peer_cert), RV(grpc_call) when it had a method, and
+      that target's RV(failures)), plus C(host), C(port) and C(tag) as given.
   returned: with O(targets)
   type: list
   elements: dict
@@ -396,10 +423,10 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.tlsops.tikv.plugins.module_utils import _batch, _tls_probe
+from ansible_collections.tlsops.tikv.plugins.module_utils import _batch, _grpc_call, _tls_probe
 
 # The options a target of O(targets) may set for itself (the module-level value applies otherwise).
-TARGET_OWN = ("server_name", "ca_path", "client_cert_path", "client_key_path", "require_client_cert")
+TARGET_OWN = ("server_name", "ca_path", "client_cert_path", "client_key_path", "require_client_cert", "grpc_method")
 
 
 def probe(params, target_params):
@@ -416,6 +443,13 @@ def probe(params, target_params):
         min_protocol=params["min_protocol"],
         min_days_valid=params["min_days_valid"],
     )
+    if target_params["grpc_method"]:
+        # The same endpoint and files; gRPC needs ALPN h2 whatever the handshake checks offered.
+        call_target = _tls_probe.Target(
+            host=target.host, port=target.port, server_name=target_params["server_name"], ca_path=target.ca_path,
+            client_cert_path=target.client_cert_path, client_key_path=target.client_key_path,
+            timeout=params["timeout"], alpn_protocols=["h2"])
+        result["grpc_call"] = _grpc_call.checked_call(call_target, target_params["grpc_method"])
     return result, ["%s: %s" % (target.address, note) for note in notes]
 
 
@@ -425,7 +459,8 @@ def main():
             host=dict(type="str"),
             port=dict(type="int"),
             targets=dict(type="list", elements="dict",
-                         options=dict(_batch.ENDPOINT_TARGET_OPTIONS, require_client_cert=dict(type="bool"))),
+                         options=dict(_batch.ENDPOINT_TARGET_OPTIONS, require_client_cert=dict(type="bool"),
+                                      grpc_method=dict(type="str"))),
             parallel=_batch.PARALLEL_SPEC,
             server_name=dict(type="str"),
             ca_path=dict(type="path"),
@@ -437,6 +472,7 @@ def main():
             require_plaintext_refused=dict(type="bool", default=False),
             min_protocol=dict(type="str", choices=list(_tls_probe.PROTOCOLS)),
             min_days_valid=dict(type="int"),
+            grpc_method=dict(type="str"),
         ),
         required_one_of=[("host", "targets")],
         mutually_exclusive=[("host", "targets")],
@@ -446,6 +482,10 @@ def main():
     )
     params = module.params
     targets = _batch.endpoint_targets(module, TARGET_OWN)
+    for target in targets:
+        if target["grpc_method"] is not None and not _grpc_call.is_method(target["grpc_method"]):
+            module.fail_json(msg="%s:%d: grpc_method must look like /package.Service/Method, got %r"
+                             % (target["host"], target["port"], target["grpc_method"]))
     if params["timeout"] <= 0:
         module.fail_json(msg="timeout must be positive, got %s" % params["timeout"])
     if params["min_days_valid"] is not None and not _tls_probe.HAS_CRYPTOGRAPHY:
@@ -461,6 +501,8 @@ def main():
         for note in notes:
             module.warn(note)
     result = _batch.returned(params, targets, [result for result, notes in found], "failures", ("host", "port", "tag"))
+    calls_failed = [failure for probed, notes in found for failure in (probed.get("grpc_call") or {}).get("failures", [])]
+    result["failures"] = result["failures"] + calls_failed
     if result["failures"]:
         module.fail_json(msg="; ".join(result["failures"]), changed=False, **result)
     module.exit_json(changed=False, **result)

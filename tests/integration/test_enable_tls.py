@@ -148,7 +148,7 @@ class TestEnableThenDisable:
         before = pids(self.handle)
         run = run_playbook(ENABLE, self.cluster.inventory, *self.args, "--check", "--diff").assert_ok()
         assert "Cutover to tls: needed" in run.output
-        assert "would stop every TiKV, promote the staged configs" in run.output
+        assert "would promote the staged configs, stop every TiKV and PD" in run.output
         assert "would move PD member" in run.output
         assert "Clients PD knows of: none" in run.output
         assert pids(self.handle) == before, "a check run restarted an instance"

@@ -3,9 +3,6 @@ loopback: plaintext, mTLS, a CN allow-list that refuses per call, and failures b
 
 from __future__ import annotations
 
-from concurrent import futures
-
-import grpc
 import pytest
 
 from ansible_collections.tlsops.tikv.plugins.module_utils._grpc_call import (
@@ -18,7 +15,7 @@ from ansible_collections.tlsops.tikv.plugins.module_utils._grpc_call import (
     percent_decode,
 )
 from ansible_collections.tlsops.tikv.plugins.module_utils._tls_probe import ProbeConfigError, Target
-from tls_servers import PKI, closed_port
+from tls_servers import PKI, closed_port, start_grpc as start
 
 
 # --- HPACK ------------------------------------------------------------------------------------------
@@ -70,43 +67,6 @@ def test_grpc_message_is_percent_decoded():
 # --- against grpcio ---------------------------------------------------------------------------------
 
 METHOD = "/tikvpb.Tikv/KvGet"
-
-
-class AllowList(grpc.ServerInterceptor):
-    """TiKV's rule: the client's Subject CN must be in the list, checked per call."""
-
-    def __init__(self, allowed):
-        self.allowed = set(allowed)
-
-    def intercept_service(self, continuation, details):
-        handler = continuation(details)
-        if handler is None:
-            return None
-        inner = handler.unary_unary
-
-        def checked(request, context):
-            names = context.auth_context().get("x509_common_name") or [b""]
-            if names[0].decode() not in self.allowed:
-                context.abort(grpc.StatusCode.UNAUTHENTICATED, "Common name check fail")
-            return inner(request, context)
-
-        return grpc.unary_unary_rpc_method_handler(checked)
-
-
-def start(pki=None, allowed=()):
-    handler = grpc.method_handlers_generic_handler(
-        "tikvpb.Tikv", {"KvGet": grpc.unary_unary_rpc_method_handler(lambda request, context: b"value")})
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), handlers=[handler],
-                         interceptors=[AllowList(allowed)] if allowed else [])
-    if pki is None:
-        port = server.add_insecure_port("127.0.0.1:0")
-    else:
-        with open(pki.server_cert, "rb") as cert, open(pki.server_key, "rb") as key, open(pki.ca_path, "rb") as ca:
-            credentials = grpc.ssl_server_credentials([(key.read(), cert.read())], root_certificates=ca.read(),
-                                                      require_client_auth=True)
-        port = server.add_secure_port("127.0.0.1:0", credentials)
-    server.start()
-    return server, port
 
 
 @pytest.fixture(scope="module")

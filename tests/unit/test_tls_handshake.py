@@ -17,7 +17,7 @@ from ansible.module_utils.testing import patch_module_args
 from ansible_collections.tlsops.tikv.plugins.doc_fragments import batch as batch_fragment
 from ansible_collections.tlsops.tikv.plugins.module_utils import _tls_probe
 from ansible_collections.tlsops.tikv.plugins.modules import tls_handshake
-from tls_servers import PKI, PlainHTTPServer, TLSServer, closed_port
+from tls_servers import PKI, PlainHTTPServer, TLSServer, closed_port, start_grpc
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -26,7 +26,7 @@ VENV_BIN = os.path.join(REPO, ".venv", "bin")
 RETURN_KEYS = {"protocol", "cipher", "alpn", "chain_verified", "hostname_verified", "client_cert_required",
                "plaintext_refused", "weak_protocols_accepted", "untested_protocols", "handshake_ms", "peer_cert",
                "failures"}
-SINGLE_KEYS = RETURN_KEYS  # what a run without targets returns
+SINGLE_KEYS = RETURN_KEYS  # what a run without targets (and without grpc_method) returns
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_documentation_matches_argument_spec():
     assert spec["min_protocol"]["choices"] == ["TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"]
     assert doc["attributes"]["check_mode"]["support"] == "full"
     assert doc["attributes"]["diff_mode"]["support"] == "none"
-    assert set(yaml.safe_load(tls_handshake.RETURN)) == RETURN_KEYS | {"results"}
+    assert set(yaml.safe_load(tls_handshake.RETURN)) == RETURN_KEYS | {"results", "grpc_call"}
     suboptions = doc["options"]["targets"]["suboptions"]
     assert set(suboptions) == set(spec["targets"]["options"])
     for name, opt in spec["targets"]["options"].items():
@@ -226,6 +226,41 @@ def test_targets_all_passing_exit_cleanly(pki, mtls13, capsys):
     assert rc == 0 and out["failures"] == []
     assert [r["tag"] for r in out["results"]] == list(range(5))
     assert all(r["protocol"] == "TLSv1.3" for r in out["results"])
+
+
+def test_a_grpc_call_after_the_handshake_tells_who_the_allow_list_admits(pki, capsys, tmp_path):
+    # TiKV's rule: the handshake accepts any certificate of the CA, the call checks the CN. The client
+    # "tikv-client" is admitted, a second client of the same CA ("pd") is not.
+    other_cert, other_key = pki.leaf("pd-client", "pd", ["127.0.0.1"])
+    server, port = start_grpc(pki, allowed=["tikv-client"])
+    try:
+        targets = [dict(host="127.0.0.1", port=port, grpc_method="/tikvpb.Tikv/KvGet", tag="admitted"),
+                   dict(host="127.0.0.1", port=port, grpc_method="/tikvpb.Tikv/KvGet", client_cert_path=other_cert,
+                        client_key_path=other_key, tag="refused"),
+                   dict(host="127.0.0.1", port=port, tag="handshake only")]
+        args = dict(good_args(pki, None, targets=targets, alpn_protocols=["h2"]))
+        del args["host"], args["port"]
+        rc, out = run_module(args, capsys)
+    finally:
+        server.stop(None)
+    admitted, refused, plain = out["results"]
+    # Both handshakes pass: only the call tells the two certificates apart.
+    assert admitted["failures"] == [] and refused["failures"] == [] and plain["failures"] == []
+    assert admitted["grpc_call"]["call_accepted"] is True and admitted["grpc_call"]["failures"] == []
+    assert refused["grpc_call"]["call_accepted"] is False
+    assert refused["grpc_call"]["grpc_status_name"] == "UNAUTHENTICATED"
+    assert refused["grpc_call"]["grpc_message"] == "Common name check fail"
+    assert "grpc_call" not in plain
+    # The refused call fails the module, named with its endpoint and check.
+    assert rc == 1
+    assert out["failures"] == refused["grpc_call"]["failures"]
+    assert out["failures"][0].startswith("127.0.0.1:%d: call_refused: /tikvpb.Tikv/KvGet" % port)
+
+
+def test_a_malformed_grpc_method_is_refused_before_any_probe(pki, capsys):
+    rc, out = run_module(good_args(pki, closed_port(), grpc_method="KvGet"), capsys)
+    assert rc == 1 and "grpc_method must look like /package.Service/Method, got 'KvGet'" in out["msg"]
+    assert "protocol" not in out
 
 
 ONE_TARGET = [dict(host="127.0.0.1", port=443)]

@@ -184,3 +184,44 @@ class PKI:
     def leaf(self, name, cn, sans, ca=None, **kwargs):
         issued = make_leaf(ca or self.ca, cn, sans, **kwargs)
         return self._write(name + ".crt", issued.cert_pem), self._write(name + ".pem", issued.key_pem)
+
+
+def start_grpc(pki=None, allowed=()):
+    """A grpcio server (gRPC-core, as TiKV uses) on loopback answering /tikvpb.Tikv/KvGet, with mTLS when
+    ``pki`` is given and, with ``allowed``, TiKV's cert-allowed-cn rule: the client's Subject CN must be in
+    the list, checked on every call. Returns (server, port); stop it with ``server.stop(None)``."""
+    from concurrent import futures  # pylint: disable=import-outside-toplevel
+
+    import grpc  # pylint: disable=import-outside-toplevel
+
+    class AllowList(grpc.ServerInterceptor):
+        def __init__(self, names):
+            self.allowed = set(names)
+
+        def intercept_service(self, continuation, details):
+            handler = continuation(details)
+            if handler is None:
+                return None
+            inner = handler.unary_unary
+
+            def checked(request, context):
+                names = context.auth_context().get("x509_common_name") or [b""]
+                if names[0].decode() not in self.allowed:
+                    context.abort(grpc.StatusCode.UNAUTHENTICATED, "Common name check fail")
+                return inner(request, context)
+
+            return grpc.unary_unary_rpc_method_handler(checked)
+
+    handler = grpc.method_handlers_generic_handler(
+        "tikvpb.Tikv", {"KvGet": grpc.unary_unary_rpc_method_handler(lambda request, context: b"value")})
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), handlers=[handler],
+                         interceptors=[AllowList(allowed)] if allowed else [])
+    if pki is None:
+        port = server.add_insecure_port("127.0.0.1:0")
+    else:
+        with open(pki.server_cert, "rb") as cert, open(pki.server_key, "rb") as key, open(pki.ca_path, "rb") as ca:
+            credentials = grpc.ssl_server_credentials([(key.read(), cert.read())], root_certificates=ca.read(),
+                                                      require_client_auth=True)
+        port = server.add_secure_port("127.0.0.1:0", credentials)
+    server.start()
+    return server, port
